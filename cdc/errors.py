@@ -1,0 +1,74 @@
+"""The connector's exception hierarchy.
+
+Third-party exceptions (PyMySQL, redis, elastic-transport) are translated into these at the
+module that talks to that system, so nothing above an adapter sees a foreign exception.
+Whether an error is retried is decided by its class (`transient`), in one place: the
+supervisor loop in `pipeline`.
+
+    CdcError                      base; `hint` tells the operator what to do
+    ├── ConfigError               bad YAML, bad field, unknown column (terminal)
+    ├── PrerequisiteError         server setting or privilege missing (terminal)
+    ├── PositionError             checkpoint unusable: purged, unknown, malformed (terminal)
+    ├── MappingError              a row cannot be turned into a document (terminal)
+    ├── DocumentRejected          Elasticsearch refused a document for its content (terminal)
+    └── TransientError            a link is down; retried with backoff
+        ├── SourceUnavailable     MySQL/MariaDB unreachable or the stream broke
+        ├── SinkUnavailable       Elasticsearch unreachable, 429 or 5xx
+        └── CheckpointUnavailable Redis (or the checkpoint file) unreachable
+"""
+
+from __future__ import annotations
+
+
+class CdcError(Exception):
+    """Base class. `hint` is one sentence telling the operator how to fix it."""
+
+    transient = False
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nFix: {self.hint}"
+        return self.message
+
+
+class ConfigError(CdcError):
+    """The configuration cannot be loaded or is invalid."""
+
+
+class PrerequisiteError(CdcError):
+    """The source server lacks a setting or privilege the connector needs."""
+
+
+class PositionError(CdcError):
+    """A stored or requested position cannot be used (purged, unknown, malformed)."""
+
+
+class MappingError(CdcError):
+    """A row change cannot be mapped to a document."""
+
+
+class DocumentRejected(CdcError):
+    """Elasticsearch rejected a document because of its content (mapping or parse error)."""
+
+
+class TransientError(CdcError):
+    """A link to an outside system failed; the operation may succeed when retried."""
+
+    transient = True
+
+
+class SourceUnavailable(TransientError):
+    """The MySQL/MariaDB server is unreachable or the binlog stream broke."""
+
+
+class SinkUnavailable(TransientError):
+    """Elasticsearch/OpenSearch is unreachable, overloaded (429) or failing (5xx)."""
+
+
+class CheckpointUnavailable(TransientError):
+    """The checkpoint store (Redis or file) cannot be read or written right now."""
