@@ -1,0 +1,546 @@
+"""The binlog source: the only module that talks to MySQL/MariaDB.
+
+It wraps python-mysql-replication's `BinLogStreamReader` and turns its events into
+`Begin` / `RowChange` / `Commit` (see `cdc.events`). Three traps of the library are handled here:
+
+- Its silent reconnect replays from the position the reader was *created* with. We refuse it:
+  the stream connection factory raises on a second connect, so a broken link surfaces as
+  `SourceUnavailable` and the caller builds a new reader from its own last commit.
+- MariaDB resumes only by GTID (file/offset are ignored); MySQL resumes by the *full* executed
+  GTID set, or by file/offset when GTIDs are off.
+- A commit comes in three shapes: `XidEvent`, `QueryEvent('COMMIT')` and a standalone statement
+  (DDL) after a GTID event. Only those produce `Commit`, so positions always name a boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.event import (
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    XidEvent,
+)
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
+
+from cdc.config import SourceConfig, TableMapping
+from cdc.errors import CdcError, PositionError, SourceUnavailable
+from cdc.events import Begin, Column, Commit, Event, Kind, RowChange, TableSchema
+from cdc.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.position import Flavor, Position
+
+log = logging.getLogger(__name__)
+
+_BINARY_CHARSET_ID = 63
+_MARIADB_FL_STANDALONE = 0x01
+_MAX_BYTES_SEEN = 1 << 62
+
+_KIND_BY_TYPE: dict[int, Kind] = {
+    FIELD_TYPE.TINY: Kind.INT,
+    FIELD_TYPE.SHORT: Kind.INT,
+    FIELD_TYPE.LONG: Kind.INT,
+    FIELD_TYPE.LONGLONG: Kind.INT,
+    FIELD_TYPE.INT24: Kind.INT,
+    FIELD_TYPE.DECIMAL: Kind.DECIMAL,
+    FIELD_TYPE.NEWDECIMAL: Kind.DECIMAL,
+    FIELD_TYPE.FLOAT: Kind.FLOAT,
+    FIELD_TYPE.DOUBLE: Kind.FLOAT,
+    FIELD_TYPE.DATE: Kind.DATE,
+    FIELD_TYPE.NEWDATE: Kind.DATE,
+    FIELD_TYPE.DATETIME: Kind.DATETIME,
+    FIELD_TYPE.DATETIME2: Kind.DATETIME,
+    FIELD_TYPE.TIMESTAMP: Kind.TIMESTAMP,
+    FIELD_TYPE.TIMESTAMP2: Kind.TIMESTAMP,
+    FIELD_TYPE.TIME: Kind.TIME,
+    FIELD_TYPE.TIME2: Kind.TIME,
+    FIELD_TYPE.YEAR: Kind.YEAR,
+    FIELD_TYPE.ENUM: Kind.ENUM,
+    FIELD_TYPE.SET: Kind.SET,
+    FIELD_TYPE.BIT: Kind.BIT,
+    FIELD_TYPE.JSON: Kind.JSON,
+    FIELD_TYPE.GEOMETRY: Kind.GEOMETRY,
+}
+_TEXT_TYPES = {
+    FIELD_TYPE.VARCHAR,
+    FIELD_TYPE.VAR_STRING,
+    FIELD_TYPE.STRING,
+    FIELD_TYPE.TINY_BLOB,
+    FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.LONG_BLOB,
+    FIELD_TYPE.BLOB,
+}
+# PyMySQL error codes meaning "the link is gone" rather than "the request is wrong".
+_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1053, 1927, 1152, 1159, 1161}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """Identity and binlog state of the source server."""
+
+    flavor: Flavor
+    version: str
+    server_id: int
+    server_uuid: str | None
+    gtid_mode: bool
+
+    @property
+    def identity(self) -> str:
+        return self.server_uuid or f"server_id={self.server_id}"
+
+
+def translate_error(exc: BaseException, what: str) -> CdcError:
+    """Map a PyMySQL/socket error to the connector's hierarchy."""
+    if isinstance(exc, CdcError):
+        return exc
+    if isinstance(exc, pymysql.err.OperationalError):
+        code = exc.args[0] if exc.args else 0
+        message = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == 1045:
+            return CdcError(
+                f"{what}: access denied: {message}",
+                hint="check source.user and source.password",
+            )
+        if code == 1236:
+            return PositionError(
+                f"{what}: the server cannot stream from the requested position: {message}",
+                hint="the binlogs holding it were purged or the GTID is unknown; run "
+                "`cdc position reset --to now` and re-snapshot the tables",
+            )
+        if code in _CONNECTION_ERRORS or code >= 2000:
+            return SourceUnavailable(f"{what}: {message} (error {code})")
+        return CdcError(f"{what}: {message} (error {code})")
+    if isinstance(exc, pymysql.err.InterfaceError | OSError | struct.error | EOFError):
+        return SourceUnavailable(f"{what}: connection lost ({exc or type(exc).__name__})")
+    if isinstance(exc, pymysql.err.MySQLError):
+        return CdcError(f"{what}: {exc}")
+    return SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def connect(cfg: SourceConfig, **extra: Any) -> pymysql.connections.Connection[Any]:
+    """A plain PyMySQL connection with the configured timeouts; raises CdcError types."""
+    try:
+        return pymysql.connect(
+            host=cfg.host,
+            port=cfg.port,
+            user=cfg.user,
+            password=cfg.password,
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            write_timeout=cfg.read_timeout,
+            charset="utf8mb4",
+            autocommit=True,
+            **extra,
+        )
+    except Exception as exc:
+        raise translate_error(exc, f"connecting to {cfg.host}:{cfg.port}") from exc
+
+
+def _variables(conn: pymysql.connections.Connection[Any], names: Sequence[str]) -> dict[str, str]:
+    with conn.cursor() as cur:
+        placeholders = ",".join(["%s"] * len(names))
+        cur.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", list(names))
+        return {str(k).lower(): str(v) for k, v in cur.fetchall()}
+
+
+def server_info(conn: pymysql.connections.Connection[Any], flavor: str = "auto") -> ServerInfo:
+    """Read the flavor, version, ids and GTID mode of the connected server."""
+    v = _variables(conn, ["version", "server_id", "server_uuid", "gtid_mode"])
+    version = v.get("version", "")
+    detected: Flavor = "mariadb" if "mariadb" in version.lower() else "mysql"
+    actual: Flavor = detected if flavor == "auto" else flavor  # type: ignore[assignment]
+    gtid_mode = actual == "mariadb" or v.get("gtid_mode", "OFF").upper() == "ON"
+    return ServerInfo(
+        flavor=actual,
+        version=version,
+        server_id=int(v.get("server_id", "0") or 0),
+        server_uuid=v.get("server_uuid"),
+        gtid_mode=gtid_mode,
+    )
+
+
+def current_position(conn: pymysql.connections.Connection[Any], info: ServerInfo) -> Position:
+    """The server's position now: what a connector starting "from now" resumes after."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SHOW BINARY LOG STATUS")
+        except pymysql.err.ProgrammingError:
+            cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+        if row is None:
+            raise CdcError(
+                "binary logging is disabled on the source server",
+                hint="start the server with log_bin enabled (and binlog_format=ROW)",
+            )
+        file, offset = str(row[0]), int(row[1])
+        if info.flavor == "mariadb":
+            cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+            gtid = str(MariadbGtidList.parse(str(cur.fetchone()[0] or "")))
+        elif info.gtid_mode:
+            cur.execute("SELECT @@GLOBAL.gtid_executed")
+            gtid = str(MysqlGtidSet.parse(str(cur.fetchone()[0] or "")))
+        else:
+            gtid = ""
+    return Position(flavor=info.flavor, gtid=gtid, file=file, offset=offset)
+
+
+def _kind(col: Any) -> Kind:
+    if col.type in _TEXT_TYPES:
+        binary = col.charset_id == _BINARY_CHARSET_ID or col.character_set_name in (None, "binary")
+        return Kind.BINARY if binary else Kind.STRING
+    return _KIND_BY_TYPE.get(col.type, Kind.BINARY)
+
+
+class _JsonColumns:
+    """MariaDB stores JSON as LONGTEXT with a `json_valid` CHECK; find those columns once."""
+
+    _CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self._cfg = cfg
+        self._cache: dict[tuple[str, str], frozenset[str]] = {}
+        self._conn: pymysql.connections.Connection[Any] | None = None
+
+    def get(self, schema: str, table: str) -> frozenset[str]:
+        key = (schema, table)
+        if key not in self._cache:
+            if self._conn is None:
+                self._conn = connect(self._cfg)
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                        "WHERE CONSTRAINT_SCHEMA=%s AND TABLE_NAME=%s",
+                        (schema, table),
+                    )
+                    found = {m for (clause,) in cur.fetchall() for m in self._CHECK.findall(clause)}
+            except Exception as exc:
+                self.close()
+                raise translate_error(exc, "reading JSON column definitions") from exc
+            self._cache[key] = frozenset(found)
+        return self._cache[key]
+
+    def forget(self, schema: str) -> None:
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != schema}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                log.debug("closing the schema connection failed", exc_info=True)
+            self._conn = None
+
+
+class _GtidTracker:
+    """The executed GTID state, advanced at every commit."""
+
+    def __init__(self, flavor: Flavor, start: str) -> None:
+        self.flavor = flavor
+        self.mysql = MysqlGtidSet.parse(start) if flavor == "mysql" else None
+        self.mariadb = MariadbGtidList.parse(start) if flavor == "mariadb" else None
+
+    def add(self, gtid: str) -> None:
+        if self.mysql is not None:
+            self.mysql = self.mysql.add(gtid)
+        elif self.mariadb is not None:
+            self.mariadb = self.mariadb.add(gtid)
+
+    def __str__(self) -> str:
+        return str(self.mysql if self.mysql is not None else self.mariadb)
+
+
+class BinlogSource:
+    """Reads committed row changes of mapped tables from one start position.
+
+    One instance is one connection: `events()` yields until the link breaks, then raises
+    `SourceUnavailable`; build a new instance from the last `Commit.position` to go on. It never
+    reconnects by itself, so it never replays behind the caller's back.
+    """
+
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        mappings: Sequence[TableMapping],
+        start: Position,
+        info: ServerInfo,
+    ) -> None:
+        self._cfg = cfg
+        self._mappings = list(mappings)
+        self._start = start
+        self._info = info
+        self._reader: BinLogStreamReader | None = None
+        self._json = _JsonColumns(cfg)
+        self._schemas: dict[tuple[Any, ...], TableSchema] = {}
+        self._stream_connects = 0
+        self.events_read = 0
+
+    # -- library setup ---------------------------------------------------------------------
+
+    def _connection_factory(self) -> Callable[..., Any]:
+        def factory(**settings: Any) -> Any:
+            is_stream = settings.get("db") != "information_schema"
+            if is_stream:
+                self._stream_connects += 1
+                if self._stream_connects > 1:
+                    # The library is trying to reconnect on its own and would replay from our
+                    # original start position: refuse, the caller resumes from its own commit.
+                    raise SourceUnavailable("the binlog stream connection was lost")
+            try:
+                conn = pymysql.connect(**settings)
+            except Exception as exc:
+                raise translate_error(
+                    exc, f"connecting to {self._cfg.host}:{self._cfg.port}"
+                ) from exc
+            if is_stream:
+                self._tune_socket(conn)
+            return conn
+
+        return factory
+
+    def _tune_socket(self, conn: Any) -> None:
+        sock: socket.socket | None = getattr(conn, "_sock", None)
+        if sock is None:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def _filters(self) -> dict[str, Any]:
+        """Narrow what the library decodes: schemas and table names when no glob needs them."""
+        schemas: set[str] = set()
+        tables: set[str] = set()
+        for m in self._mappings:
+            schema, table = m.table.split(".", 1)
+            if any(ch in schema for ch in "*?["):
+                return {}
+            schemas.add(schema)
+            if any(ch in table for ch in "*?["):
+                tables.clear()
+                tables.add("*")
+            elif "*" not in tables:
+                tables.add(table)
+        result: dict[str, Any] = {"only_schemas": sorted(schemas)}
+        if "*" not in tables:
+            result["only_tables"] = sorted(tables)
+        return result
+
+    def _open(self) -> BinLogStreamReader:
+        settings = {
+            "host": self._cfg.host,
+            "port": self._cfg.port,
+            "user": self._cfg.user,
+            "passwd": self._cfg.password,
+            "connect_timeout": self._cfg.connect_timeout,
+            "read_timeout": self._cfg.read_timeout,
+            "write_timeout": self._cfg.read_timeout,
+            "charset": "utf8mb4",
+        }
+        kwargs: dict[str, Any] = {
+            "connection_settings": settings,
+            "server_id": self._cfg.server_id,
+            "blocking": True,
+            "resume_stream": True,
+            "slave_heartbeat": self._cfg.heartbeat_interval,
+            "only_events": [
+                GtidEvent,
+                MariadbGtidEvent,
+                QueryEvent,
+                XidEvent,
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                HeartbeatLogEvent,
+            ],
+            "pymysql_wrapper": self._connection_factory(),
+            "enable_logging": False,
+            **self._filters(),
+        }
+        pos = self._start
+        if self._info.flavor == "mariadb":
+            kwargs["is_mariadb"] = True
+            kwargs["auto_position"] = pos.gtid or None
+        elif pos.gtid:
+            kwargs["auto_position"] = pos.gtid
+        else:
+            if not pos.file or pos.offset is None:
+                raise PositionError(
+                    "the start position has neither a GTID set nor a binlog file and offset",
+                    hint="run `cdc position reset --to now` (and re-snapshot) to start over",
+                )
+            kwargs["log_file"] = pos.file
+            kwargs["log_pos"] = pos.offset
+        return BinLogStreamReader(**kwargs)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _table_schema(self, event: Any) -> TableSchema:
+        table = event.table_map[event.table_id]
+        columns = table.columns
+        signature = (
+            event.schema,
+            event.table,
+            tuple((c.name, c.type, c.unsigned, c.charset_id, c.is_primary) for c in columns),
+        )
+        schema = self._schemas.get(signature)
+        if schema is None:
+            json_cols = (
+                self._json.get(event.schema, event.table)
+                if self._info.flavor == "mariadb"
+                else frozenset()
+            )
+            cols = tuple(
+                Column(
+                    name=c.name,
+                    kind=Kind.JSON if c.name in json_cols else _kind(c),
+                    unsigned=bool(c.unsigned),
+                    is_primary=bool(c.is_primary),
+                )
+                for c in columns
+            )
+            schema = TableSchema(
+                schema=event.schema,
+                table=event.table,
+                columns=cols,
+                primary_key=tuple(c.name for c in cols if c.is_primary),
+            )
+            if len(self._schemas) > 10_000:
+                self._schemas.clear()
+            self._schemas[signature] = schema
+        return schema
+
+    def _mapped(self, schema: str, table: str) -> bool:
+        return any(m.matches(schema, table) for m in self._mappings)
+
+    def events(self) -> Iterator[Event | None]:
+        """Yield events from the start position; raises SourceUnavailable when the link breaks.
+
+        Heartbeats (the server is idle and we are caught up) are yielded as `None`.
+        """
+        tracker = _GtidTracker(self._info.flavor, self._start.gtid)
+        self._reader = reader = self._open()
+        in_txn = False
+        explicit = False
+        pending_gtid: str | None = None
+        changes = 0
+        try:
+            while True:
+                try:
+                    event = reader.fetchone()
+                except CdcError:
+                    raise
+                except Exception as exc:
+                    raise translate_error(exc, "reading the binlog") from exc
+                if event is None:
+                    raise SourceUnavailable("the server ended the binlog stream")
+                self.events_read += 1
+                if isinstance(event, HeartbeatLogEvent):
+                    yield None
+                    continue
+                if isinstance(event, GtidEvent | MariadbGtidEvent):
+                    pending_gtid = event.gtid
+                    in_txn = True
+                    changes = 0
+                    explicit = isinstance(event, MariadbGtidEvent) and not (
+                        event.flags & _MARIADB_FL_STANDALONE
+                    )
+                    yield Begin(gtid=pending_gtid)
+                    continue
+                if isinstance(event, QueryEvent):
+                    query = event.query.strip().upper()
+                    if query == "BEGIN":
+                        if not in_txn:
+                            in_txn = True
+                            changes = 0
+                            yield Begin(gtid=None)
+                        explicit = True
+                        continue
+                    if query in ("COMMIT", "ROLLBACK") or not explicit:
+                        if not in_txn:
+                            yield Begin(gtid=None)
+                        if query not in ("COMMIT", "ROLLBACK"):
+                            self._on_ddl(event)
+                        yield self._commit(event, reader, tracker, pending_gtid, changes)
+                        in_txn = explicit = False
+                        pending_gtid = None
+                        continue
+                    continue
+                if isinstance(event, XidEvent):
+                    yield self._commit(event, reader, tracker, pending_gtid, changes)
+                    in_txn = explicit = False
+                    pending_gtid = None
+                    continue
+                if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
+                    if not self._mapped(event.schema, event.table):
+                        continue
+                    schema = self._table_schema(event)
+                    if not in_txn:
+                        in_txn = True
+                        yield Begin(gtid=None)
+                    for row in event.rows:
+                        changes += 1
+                        if isinstance(event, WriteRowsEvent):
+                            yield RowChange(schema, "insert", None, row["values"])
+                        elif isinstance(event, UpdateRowsEvent):
+                            yield RowChange(
+                                schema, "update", row["before_values"], row["after_values"]
+                            )
+                        else:
+                            yield RowChange(schema, "delete", row["values"], None)
+        finally:
+            self.close()
+
+    def _on_ddl(self, event: Any) -> None:
+        # Column kinds of MariaDB JSON columns come from the live schema: re-read after DDL.
+        schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
+        self._json.forget(schema)
+
+    def _commit(
+        self,
+        event: Any,
+        reader: BinLogStreamReader,
+        tracker: _GtidTracker,
+        gtid: str | None,
+        changes: int,
+    ) -> Commit:
+        if gtid:
+            tracker.add(gtid)
+        position = Position(
+            flavor=self._info.flavor,
+            gtid=str(tracker) if (gtid or self._start.gtid) else "",
+            file=reader.log_file,
+            offset=reader.log_pos,
+        )
+        return Commit(position=position, timestamp=int(event.timestamp), changes=changes)
+
+    def interrupt(self) -> None:
+        """Unblock a read in progress from another thread (used when stopping)."""
+        conn = getattr(self._reader, "_stream_connection", None)
+        sock: socket.socket | None = getattr(conn, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                log.debug("stream socket already closed")
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception:
+                log.debug("closing the binlog reader failed", exc_info=True)
+        self._json.close()

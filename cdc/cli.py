@@ -1,0 +1,118 @@
+"""The `cdc` command line: parses options, configures logging, builds objects, calls the core."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import orjson
+import typer
+
+from cdc.checkpoint import CheckpointStore, FileCheckpointStore
+from cdc.config import ConnectorConfig, load_config
+from cdc.elastic import ElasticSink
+from cdc.errors import CdcError
+from cdc.pipeline import Pipeline
+from cdc.redis_store import RedisCheckpointStore
+
+app = typer.Typer(
+    help="Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
+]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(fmt: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("elastic_transport", "urllib3", "pymysqlreplication"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_store(cfg: ConnectorConfig) -> CheckpointStore:
+    """The checkpoint store the config asks for."""
+    if cfg.checkpoint.redis is not None:
+        r = cfg.checkpoint.redis
+        return RedisCheckpointStore(r.url, r.key_prefix, cfg.name)
+    assert cfg.checkpoint.file is not None
+    return FileCheckpointStore(cfg.checkpoint.file.path, cfg.name)
+
+
+def _fail(exc: CdcError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(help="Exit once everything the server had at start is applied."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Stream changes until stopped (SIGINT/SIGTERM stop cleanly after a final checkpoint)."""
+    try:
+        cfg = load_config(config)
+    except CdcError as exc:
+        raise _fail(exc) from None
+    setup_logging(cfg.log_format, log_level.upper())
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("cdc").info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sink = ElasticSink(cfg.sink)
+    store = make_store(cfg)
+    try:
+        stats = Pipeline(cfg, sink, store, stop=stop).run(until_caught_up=until_caught_up)
+    except CdcError as exc:
+        logging.getLogger("cdc").error("%s", exc)
+        raise typer.Exit(1) from None
+    finally:
+        sink.close()
+        store.close()
+    logging.getLogger("cdc").info(
+        "stopped: %d transactions, %d row changes, %d document operations, %d checkpoints",
+        stats.transactions,
+        stats.changes,
+        stats.actions,
+        stats.checkpoints,
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,427 @@
+"""The supervisor loop: binlog source -> mapping -> batching -> sink -> checkpoint.
+
+A reader thread decodes the binlog into a bounded queue (so decoding overlaps with bulk
+requests, and a slow or absent Elasticsearch stops the reading: backpressure). The main thread
+maps row changes to versioned bulk items, sends them, and records a checkpoint only at a
+transaction boundary whose every earlier change Elasticsearch has acknowledged (invariant 1).
+
+Versions: each transaction the stream passes gets the next value of a counter persisted with the
+checkpoint, and each operation in it a slot: `counter << 23 | slot` (invariant 2). Replaying the
+same binlog from a checkpoint therefore reproduces the same versions, and Elasticsearch turns
+every stale write into a harmless 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cdc.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
+from cdc.checkpoint import (
+    MAX_ROW_SLOT,
+    Checkpoint,
+    CheckpointStore,
+    initial_counter,
+    version,
+)
+from cdc.config import ConnectorConfig, TableMapping
+from cdc.elastic import BulkItem, ElasticSink, Interrupted, rejection_error
+from cdc.errors import CdcError, MappingError, PositionError, TransientError
+from cdc.events import Begin, Commit, RowChange, TableSchema
+from cdc.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.mapping import Mapper
+from cdc.position import Position
+
+log = logging.getLogger(__name__)
+
+_QUEUE_EVENTS = 20_000
+
+
+class _Failed:
+    """Put on the queue by the reader thread when its source raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+@dataclass
+class RunStats:
+    """What a run did, for logs, tests and metrics."""
+
+    transactions: int = 0
+    changes: int = 0
+    actions: int = 0
+    checkpoints: int = 0
+    reconnects: int = 0
+    by_table: dict[str, int] = field(default_factory=dict)
+
+
+class _Reader:
+    """Runs a BinlogSource in a thread and hands its events over through a bounded queue."""
+
+    def __init__(self, source: BinlogSource, maxsize: int) -> None:
+        self.source = source
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for event in self.source.events():
+                if not self._put(event):
+                    return
+        except BaseException as exc:  # handed to the main thread, which owns retry policy
+            self._put(_Failed(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.source.interrupt()
+        self._thread.join(timeout=5)
+
+
+class _Outage:
+    """One log line when a link goes down, one when it recovers; nothing per retry."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.since: float | None = None
+        self.retries = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.retries += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s unavailable: %s; retrying with backoff", self.component, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "%s recovered after %.1f s and %d retries",
+                self.component,
+                time.monotonic() - self.since,
+                self.retries,
+            )
+        self.since = None
+        self.retries = 0
+
+
+def reached(position: Position, target: Position) -> bool:
+    """True if `position` is at or past `target` (same server)."""
+    if target.gtid and position.gtid:
+        if target.flavor == "mariadb":
+            return MariadbGtidList.parse(target.gtid).is_reached_by(
+                MariadbGtidList.parse(position.gtid)
+            )
+        return MysqlGtidSet.parse(target.gtid).issubset(MysqlGtidSet.parse(position.gtid))
+    if target.file and position.file:
+        return (position.file, position.offset or 0) >= (target.file, target.offset or 0)
+    return not target.gtid
+
+
+class Pipeline:
+    """Streams one source into one sink, checkpointing into one store."""
+
+    def __init__(
+        self,
+        cfg: ConnectorConfig,
+        sink: ElasticSink,
+        store: CheckpointStore,
+        stop: threading.Event | None = None,
+        source_factory: Callable[[Position, ServerInfo], BinlogSource] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.store = store
+        self.stop = stop or threading.Event()
+        self._source_factory = source_factory or (
+            lambda start, info: BinlogSource(cfg.source, cfg.tables, start, info)
+        )
+        self.stats = RunStats()
+        self._tz = ZoneInfo(cfg.source.time_zone)
+        self._mappers: dict[tuple[TableMapping, TableSchema], Mapper] = {}
+        self._info: ServerInfo | None = None
+        # Stream state: the last commit read, and the last one acknowledged by Elasticsearch.
+        self._read_position: Position | None = None
+        self._read_counter = 0
+        self._txn_counter = 0
+        self._slot = 0
+        self._txn_start = 0
+        self._batch: list[BulkItem] = []
+        self._batch_bytes = 0
+        self._batch_started = 0.0
+        self._last_commit: Commit | None = None
+        self._last_commit_counter = 0
+        self._acked: Checkpoint | None = None
+        self._saved: Checkpoint | None = None
+        self._saved_at = 0.0
+        self._acked_since_save = 0
+        self._source_outage = _Outage("MySQL binlog stream")
+        self._sink_outage = _Outage("Elasticsearch")
+        self._store_outage = _Outage("checkpoint store")
+
+    # -- startup ------------------------------------------------------------------------------
+
+    def _server(self) -> tuple[ServerInfo, Position]:
+        conn = connect(self.cfg.source)
+        try:
+            info = server_info(conn, self.cfg.source.flavor)
+            return info, current_position(conn, info)
+        finally:
+            conn.close()
+
+    def _start_checkpoint(self, info: ServerInfo, now: Position) -> Checkpoint:
+        stored = self.store.load()
+        if stored is not None:
+            if stored.position.flavor != info.flavor:
+                raise PositionError(
+                    f"the checkpoint in {self.store.describe()} is for a {stored.position.flavor} "
+                    f"server but {self.cfg.source.host}:{self.cfg.source.port} is {info.flavor}",
+                    hint="point source at the right server, or run `cdc position reset`",
+                )
+            log.info("resuming from checkpoint: %s", stored.position.describe())
+            return stored
+        start = Checkpoint(position=now, counter=initial_counter(), server=info.identity)
+        log.info(
+            "no checkpoint in %s: starting at the server's current position (%s); rows "
+            "written before it are not copied",
+            self.store.describe(),
+            now.describe(),
+        )
+        return start
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, until_caught_up: bool = False) -> RunStats:
+        """Stream until `stop` is set (or, with `until_caught_up`, until everything the server
+        had when the run started is acknowledged and checkpointed). Transient failures of any
+        link are retried forever; terminal ones raise."""
+        info, now = self._retry_until_up(self._server, self._source_outage)
+        self._info = info
+        start = self._retry_until_up(lambda: self._start_checkpoint(info, now), self._store_outage)
+        self._retry_until_up(lambda: self.sink.ensure_indices(self.cfg.tables), self._sink_outage)
+        self._acked = start
+        self._saved = start
+        self._saved_at = time.monotonic()
+        self._read_position = start.position
+        self._read_counter = start.counter
+        self._last_commit_counter = start.counter
+        target = now if until_caught_up else None
+        backoff = 0.2
+        try:
+            while not self.stop.is_set():
+                reader = _Reader(
+                    self._source_factory(self._read_position, info), maxsize=_QUEUE_EVENTS
+                )
+                try:
+                    failure = self._consume(reader, target)
+                finally:
+                    reader.stop()
+                if failure is None:
+                    break
+                if not (isinstance(failure, CdcError) and failure.transient):
+                    raise failure
+                self._source_outage.failed(failure)
+                self.stats.reconnects += 1
+                self._drop_open_transaction()
+                if self.stop.wait(backoff * random.uniform(0.5, 1.0)):
+                    break
+                backoff = min(backoff * 2, 30.0)
+            self._shutdown_flush()
+        except Interrupted:
+            log.warning("stopped while Elasticsearch was failing; unacknowledged changes replay")
+        finally:
+            self._save_checkpoint(force=True)
+        return self.stats
+
+    def _retry_until_up(self, call: Callable[[], Any], outage: _Outage) -> Any:
+        delay = 0.2
+        while True:
+            try:
+                result = call()
+            except TransientError as exc:
+                outage.failed(exc)
+                if self.stop.wait(delay * random.uniform(0.5, 1.0)):
+                    raise Interrupted("stopped before the connector could start") from exc
+                delay = min(delay * 2, 30.0)
+                continue
+            outage.recovered()
+            return result
+
+    def _consume(self, reader: _Reader, target: Position | None) -> BaseException | None:
+        """Process events until stop, caught-up, or a source failure (returned)."""
+        flush_interval = self.cfg.sink.bulk.flush_interval_ms / 1000
+        healthy = False
+        while not self.stop.is_set():
+            timeout = flush_interval
+            if self._batch:
+                timeout = max(0.0, self._batch_started + flush_interval - time.monotonic())
+            try:
+                event = reader.queue.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            if isinstance(event, _Failed):
+                return event.error
+            if event is not None and not healthy:
+                healthy = True
+                self._source_outage.recovered()
+            if isinstance(event, RowChange):
+                self._on_change(event)
+            elif isinstance(event, Begin):
+                self._txn_counter = self._read_counter + 1
+                self._slot = 0
+                self._txn_start = len(self._batch)
+            elif isinstance(event, Commit):
+                self._on_commit(event)
+            if self._batch and (
+                len(self._batch) >= self.cfg.sink.bulk.max_actions
+                or self._batch_bytes >= self.cfg.sink.bulk.max_bytes
+                or time.monotonic() - self._batch_started >= flush_interval
+            ):
+                self._flush()
+            if event is None and reader.queue.empty():
+                self._flush()
+                self._save_checkpoint()
+                if target is not None and self._acked and reached(self._acked.position, target):
+                    return None
+        return None
+
+    def _on_change(self, change: RowChange) -> None:
+        table = change.table
+        mapping = self.cfg.mapping_for(table.schema, table.table)
+        if mapping is None:
+            return
+        key = (mapping, table)
+        mapper = self._mappers.get(key)
+        if mapper is None:
+            mapper = self._mappers[key] = Mapper(mapping, table, self._tz)
+        self.stats.changes += 1
+        self.stats.by_table[table.name] = self.stats.by_table.get(table.name, 0) + 1
+        for action in mapper.map(change):
+            if self._slot > MAX_ROW_SLOT:
+                raise MappingError(
+                    f"a transaction on {table.name} has more than {MAX_ROW_SLOT} row changes",
+                    hint="split the transaction; larger ones cannot be versioned",
+                )
+            item = BulkItem(action, version(self._txn_counter, self._slot), table.name)
+            self._slot += 1
+            if not self._batch:
+                self._batch_started = time.monotonic()
+            self._batch.append(item)
+            self._batch_bytes += len(item.body)
+            self.stats.actions += 1
+
+    def _on_commit(self, commit: Commit) -> None:
+        self._read_counter = self._txn_counter or self._read_counter + 1
+        self._txn_counter = 0
+        self._read_position = commit.position
+        self._last_commit = commit
+        self._last_commit_counter = self._read_counter
+        self._txn_start = len(self._batch)
+        self.stats.transactions += 1
+        if not self._batch:
+            self._ack_last_commit()
+
+    def _ack_last_commit(self) -> None:
+        commit = self._last_commit
+        if commit is None:
+            return
+        assert self._info is not None
+        self._acked = Checkpoint(
+            position=commit.position,
+            counter=self._last_commit_counter,
+            server=self._info.identity,
+            event_time=commit.timestamp,
+        )
+        self._acked_since_save += 1
+        self._last_commit = None
+        self._save_checkpoint()
+
+    def _drop_open_transaction(self) -> None:
+        """A half-read transaction is discarded; it is read again from its start."""
+        if self._txn_counter:
+            del self._batch[self._txn_start :]
+            self._batch_bytes = sum(len(i.body) for i in self._batch)
+        self._txn_counter = 0
+        self._slot = 0
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch = self._batch
+        open_items = batch[self._txn_start :]
+        done = batch[: self._txn_start]
+        # Items of the open transaction are sent too (big transactions must not pile up); the
+        # checkpoint still only moves to the last commit, and a replay re-sends them harmlessly.
+        rejected = self.sink.write(
+            done + open_items, stop=self.stop, on_retry=lambda e, n: self._sink_outage.failed(e)
+        )
+        self._sink_outage.recovered()
+        if rejected:
+            item, result = rejected[0]
+            raise rejection_error(item, result)
+        self._batch = []
+        self._batch_bytes = 0
+        self._txn_start = 0
+        self._ack_last_commit()
+
+    def _save_checkpoint(self, force: bool = False) -> None:
+        acked = self._acked
+        if acked is None or acked == self._saved:
+            return
+        due = (
+            force
+            or self._acked_since_save >= self.cfg.checkpoint.max_transactions
+            or (time.monotonic() - self._saved_at) * 1000 >= self.cfg.checkpoint.interval_ms
+        )
+        if not due:
+            return
+        try:
+            self.store.save(acked.stamped())
+        except TransientError as exc:
+            self._store_outage.failed(exc)
+            return
+        self._store_outage.recovered()
+        self._saved = acked
+        self._saved_at = time.monotonic()
+        self._acked_since_save = 0
+        self.stats.checkpoints += 1
+
+    def _shutdown_flush(self) -> None:
+        """On stop, send what is pending (bounded by the stop event: the sink gives up when
+        Elasticsearch is down) so the final checkpoint covers as much as possible."""
+        if not self._batch:
+            return
+        # Let the final flush try once more even though stop is set.
+        pending_stop = threading.Event()
+        timer = threading.Timer(5.0, pending_stop.set)
+        timer.start()
+        try:
+            rejected = self.sink.write(self._batch, stop=pending_stop)
+            if not rejected:
+                self._batch = []
+                self._ack_last_commit()
+        except Interrupted:
+            log.warning("Elasticsearch did not acknowledge the last batch before shutdown")
+        finally:
+            timer.cancel()
+
+
+def describe_lag(event_time: int) -> str:
+    return f"{max(0, int(time.time()) - event_time)} s" if event_time else "unknown"
