@@ -27,6 +27,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.
+
+    Every command takes the connector's YAML config with --config.
+    """
+
+
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
 ]
@@ -54,8 +63,10 @@ def setup_logging(fmt: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("elastic_transport", "urllib3", "pymysqlreplication"):
+    for noisy in ("elastic_transport", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The binlog library warns on every reconnect attempt we refuse; our own log says it once.
+    logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
 
 
 def make_store(cfg: ConnectorConfig) -> CheckpointStore:

@@ -31,7 +31,7 @@ from cdc.checkpoint import (
     initial_counter,
     version,
 )
-from cdc.config import ConnectorConfig, TableMapping
+from cdc.config import ConnectorConfig
 from cdc.elastic import BulkItem, ElasticSink, Interrupted, rejection_error
 from cdc.errors import CdcError, MappingError, PositionError, TransientError
 from cdc.events import Begin, Commit, RowChange, TableSchema
@@ -155,7 +155,7 @@ class Pipeline:
         )
         self.stats = RunStats()
         self._tz = ZoneInfo(cfg.source.time_zone)
-        self._mappers: dict[tuple[TableMapping, TableSchema], Mapper] = {}
+        self._mappers: dict[TableSchema, Mapper] = {}
         self._info: ServerInfo | None = None
         # Stream state: the last commit read, and the last one acknowledged by Elasticsearch.
         self._read_position: Position | None = None
@@ -304,13 +304,14 @@ class Pipeline:
 
     def _on_change(self, change: RowChange) -> None:
         table = change.table
-        mapping = self.cfg.mapping_for(table.schema, table.table)
-        if mapping is None:
-            return
-        key = (mapping, table)
-        mapper = self._mappers.get(key)
+        mapper = self._mappers.get(table)
         if mapper is None:
-            mapper = self._mappers[key] = Mapper(mapping, table, self._tz)
+            mapping = self.cfg.mapping_for(table.schema, table.table)
+            if mapping is None:
+                return
+            if len(self._mappers) > 10_000:
+                self._mappers.clear()
+            mapper = self._mappers[table] = Mapper(mapping, table, self._tz)
         self.stats.changes += 1
         self.stats.by_table[table.name] = self.stats.by_table.get(table.name, 0) + 1
         for action in mapper.map(change):

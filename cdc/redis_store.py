@@ -19,7 +19,7 @@ def checkpoint_key(prefix: str, name: str) -> str:
 
 
 def _translate(exc: Exception, what: str) -> CdcError:
-    if isinstance(exc, redis.AuthenticationError | redis.AuthorizationError):
+    if isinstance(exc, redis.AuthenticationError):
         return CdcError(
             f"{what}: {exc}", hint="check the user and password in checkpoint.redis.url"
         )
