@@ -1,0 +1,281 @@
+"""Turn row changes into Elasticsearch document operations, following a table mapping.
+
+A `Mapper` is compiled once per table map (mapping + table schema): it checks every column the
+mapping names against the table and builds one converter per field, so that `map()` does only
+per-value work. Everything here is pure: no I/O.
+
+Documents: every column, minus `exclude`, restricted to `include` when given, renamed by
+`rename`, converted by `cdc.convert` (columns in `json_columns` parsed as JSON), in table column
+order, followed by the `static` fields.
+
+Document ids: the id columns (`id_columns`, default the primary key) rendered as text and joined
+with `id_separator`. Integers (also YEAR and BIT) in decimal, DECIMAL as fixed-point text with
+its scale, dates and times as in documents (ISO 8601), strings and ENUMs as is, SETs as their
+sorted members joined with ",", BINARY and GEOMETRY as lowercase hex (a BINARY(16) UUID gives
+its 32 hex digits). Id columns need not be document fields. A NULL (or zero date) id part is a
+MappingError.
+
+Operations: insert -> index; delete -> delete of the old id; update -> index, preceded by a
+delete of the old id when the id changed (a primary key update). With `soft_delete`, a new row
+image whose converted column value is in `soft_delete.values` is a delete of its id instead of
+an index (an update that also changes the id deletes both ids). Deletes of ids the index does
+not hold are expected (e.g. a row inserted already soft-deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from cdc.config import TableMapping
+from cdc.convert import (
+    OMIT,
+    Converter,
+    ConvertOptions,
+    converter_for,
+    json_text_converter,
+)
+from cdc.errors import MappingError
+from cdc.events import Column, Kind, RowChange, TableSchema
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One document operation: index `source` under `doc_id`, or delete `doc_id`."""
+
+    op: Literal["index", "delete"]
+    index: str
+    doc_id: str
+    source: dict[str, Any] | None
+    """The document for "index", None for "delete"."""
+
+
+def select_mapping(
+    mappings: Sequence[TableMapping], schema: str, table: str
+) -> TableMapping | None:
+    """The first mapping whose `table` pattern covers `schema.table`, or None."""
+    for mapping in mappings:
+        if mapping.matches(schema, table):
+            return mapping
+    return None
+
+
+class Mapper:
+    """Compiled mapping of one TableMapping applied to one TableSchema.
+
+    Build it again whenever the table map changes (a new TableSchema). The constructor raises
+    MappingError when the mapping names a column the table lacks, when no id columns are known
+    (no primary key and no `id_columns`), when two fields would get the same name, or when an
+    id column cannot form an id (JSON).
+    """
+
+    def __init__(self, mapping: TableMapping, table: TableSchema, time_zone: ZoneInfo) -> None:
+        self.mapping = mapping
+        self.table = table
+        self.index = mapping.index
+        self._where = f"mapping {mapping.table!r} (table {table.name})"
+        self._check_columns()
+        opts = ConvertOptions(decimal=mapping.decimal, binary=mapping.binary, time_zone=time_zone)
+        self._fields = self._compile_fields(opts)
+        self._static = dict(mapping.static)
+        self._id_parts = self._compile_id(time_zone)
+        self._separator = mapping.id_separator
+        self._soft_delete = self._compile_soft_delete(opts)
+
+    def map(self, change: RowChange) -> list[Action]:
+        """The document operations for one row change of this mapper's table, in order.
+
+        Raises MappingError (naming the table and column) when a value cannot be converted or
+        an id part is NULL.
+        """
+        try:
+            if change.op == "delete":
+                return [self._delete(self._id(_image(change.before, "before")))]
+            after = _image(change.after, "after")
+            new_id = self._id(after)
+            old_id = None
+            if change.op == "update":
+                old_id = self._id(_image(change.before, "before"))
+                if old_id == new_id:
+                    old_id = None
+            actions = [] if old_id is None else [self._delete(old_id)]
+            if self._soft_delete is not None and self._soft_delete(after):
+                actions.append(self._delete(new_id))
+            else:
+                actions.append(Action("index", self.index, new_id, self._document(after)))
+            return actions
+        except MappingError as exc:
+            raise MappingError(f"{self.table.name}: {exc.message}", hint=exc.hint) from None
+        except KeyError as exc:
+            raise MappingError(
+                f"{self.table.name}: row image lacks column {exc.args[0]!r}",
+                hint="the table's binlog rows do not match its table map; "
+                "check binlog_row_image=FULL",
+            ) from None
+
+    def _document(self, row: dict[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for column, name, convert in self._fields:
+            value = convert(row[column])
+            if value is not OMIT:
+                doc[name] = value
+        if self._static:
+            doc.update(self._static)
+        return doc
+
+    def _id(self, row: dict[str, Any]) -> str:
+        parts = []
+        for column, render in self._id_parts:
+            part = render(row[column])
+            if part is None:
+                raise MappingError(
+                    f"id column {column!r} is NULL, so the row has no document id",
+                    hint="choose id_columns that are NOT NULL and never hold zero dates",
+                )
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else self._separator.join(parts)
+
+    def _delete(self, doc_id: str) -> Action:
+        return Action("delete", self.index, doc_id, None)
+
+    def _check_columns(self) -> None:
+        mapping = self.mapping
+        named: list[tuple[str, list[str]]] = [
+            ("id_columns", mapping.id_columns or []),
+            ("include", mapping.include or []),
+            ("exclude", mapping.exclude),
+            ("rename", list(mapping.rename)),
+            ("soft_delete.column", [mapping.soft_delete.column] if mapping.soft_delete else []),
+            ("json_columns", mapping.json_columns),
+        ]
+        known = {col.name for col in self.table.columns}
+        for setting, columns in named:
+            for name in columns:
+                if name not in known:
+                    raise MappingError(
+                        f"{self._where}: {setting} names unknown column {name!r}; "
+                        f"the table's columns are: {', '.join(c.name for c in self.table.columns)}",
+                        hint="correct the column name in the mapping (names are case-sensitive)",
+                    )
+        if not (mapping.id_columns or self.table.primary_key):
+            raise MappingError(
+                f"{self._where}: the table has no primary key, so documents would have no id",
+                hint="set id_columns in the mapping to columns that identify a row uniquely",
+            )
+
+    def _converter(self, column: Column, opts: ConvertOptions) -> Converter:
+        if column.name in self.mapping.json_columns and column.kind is not Kind.JSON:
+            return json_text_converter(column)
+        return converter_for(column, opts)
+
+    def _compile_fields(self, opts: ConvertOptions) -> list[tuple[str, str, Converter]]:
+        mapping = self.mapping
+        include = None if mapping.include is None else set(mapping.include)
+        exclude = set(mapping.exclude)
+        fields: list[tuple[str, str, Converter]] = []
+        sources: dict[str, str] = {}
+        for column in self.table.columns:
+            if column.name in exclude or (include is not None and column.name not in include):
+                continue
+            name = mapping.rename.get(column.name, column.name)
+            if name in sources:
+                raise MappingError(
+                    f"{self._where}: columns {sources[name]!r} and {column.name!r} "
+                    f"would both become field {name!r}",
+                    hint="rename one of them or exclude one",
+                )
+            sources[name] = column.name
+            fields.append((column.name, name, self._converter(column, opts)))
+        for name in mapping.static:
+            if name in sources:
+                raise MappingError(
+                    f"{self._where}: static field {name!r} collides with the field "
+                    f"of column {sources[name]!r}",
+                    hint="rename the static field, or rename or exclude the column",
+                )
+        return fields
+
+    def _compile_id(self, time_zone: ZoneInfo) -> list[tuple[str, Callable[[Any], str | None]]]:
+        names = self.mapping.id_columns or list(self.table.primary_key)
+        parts = []
+        for name in names:
+            column = self.table.column(name)
+            if column is None:
+                raise MappingError(
+                    f"{self._where}: primary key column {name!r} is not among the table's "
+                    f"columns: {', '.join(c.name for c in self.table.columns)}",
+                    hint="the table map is incomplete; check binlog_row_metadata=FULL",
+                )
+            if column.kind is Kind.JSON or name in self.mapping.json_columns:
+                raise MappingError(
+                    f"{self._where}: id column {name!r} holds JSON, which cannot form a "
+                    "document id",
+                    hint="set id_columns to scalar columns that identify a row uniquely",
+                )
+            parts.append((name, _id_renderer(column, time_zone)))
+        return parts
+
+    def _compile_soft_delete(self, opts: ConvertOptions) -> Callable[[dict[str, Any]], bool] | None:
+        rule = self.mapping.soft_delete
+        if rule is None:
+            return None
+        name = rule.column
+        column = self.table.column(name)
+        assert column is not None  # checked by _check_columns
+        if column.kind is Kind.DECIMAL:
+            # Converted decimals are text or opaque fragments; compare numerically instead so
+            # that `values: [1]` matches a DECIMAL 1.00.
+            wanted = [d for d in map(_as_decimal, rule.values) if d is not None]
+            return lambda row: row[name] in wanted
+        # Base64 even when binary fields are skipped: the rule must still see the value.
+        convert = self._converter(column, replace(opts, binary="base64"))
+        values = list(rule.values)
+        return lambda row: convert(row[name]) in values
+
+
+def _image(row: dict[str, Any] | None, which: str) -> dict[str, Any]:
+    if row is None:
+        raise MappingError(f"row change has no {which} image")
+    return row
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _id_renderer(column: Column, time_zone: ZoneInfo) -> Callable[[Any], str | None]:
+    kind = column.kind
+    if kind is Kind.BINARY or kind is Kind.GEOMETRY:
+        return _hex
+    convert = converter_for(column, ConvertOptions(decimal="string", time_zone=time_zone))
+    if kind is Kind.SET:
+
+        def render_set(value: Any) -> str | None:
+            members = convert(value)
+            return None if members is None else ",".join(members)
+
+        return render_set
+    if kind is Kind.STRING or kind is Kind.ENUM:
+        return convert
+
+    def render(value: Any) -> str | None:
+        text = convert(value)
+        return None if text is None else str(text)
+
+    return render
+
+
+def _hex(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return bytes(value).hex()
