@@ -343,7 +343,7 @@ class BinlogSource:
             "host": self._cfg.host,
             "port": self._cfg.port,
             "user": self._cfg.user,
-            "passwd": self._cfg.password,
+            "password": self._cfg.password,
             "connect_timeout": self._cfg.connect_timeout,
             "read_timeout": self._cfg.read_timeout,
             "write_timeout": self._cfg.read_timeout,

@@ -217,8 +217,11 @@ class Pipeline:
         start = self._retry_until_up(lambda: self._start_checkpoint(info, now), self._store_outage)
         self._retry_until_up(lambda: self.sink.ensure_indices(self.cfg.tables), self._sink_outage)
         self._acked = start
-        self._saved = start
+        self._saved = None if start.written_at == 0 else start
         self._saved_at = time.monotonic()
+        # A fresh start records its position at once, so that a restart resumes from here
+        # rather than from a later "now".
+        self._save_checkpoint(force=True)
         self._read_position = start.position
         self._read_counter = start.counter
         self._last_commit_counter = start.counter

@@ -1,0 +1,149 @@
+"""Running the real connector from tests: configs, in-process runs and `cdc run` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cdc.checkpoint import Checkpoint
+from cdc.cli import make_store
+from cdc.config import ConnectorConfig, load_config
+from cdc.elastic import ElasticSink
+from cdc.pipeline import Pipeline, RunStats
+
+_counter = iter(range(10_000, 1_000_000))
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    es_url: str,
+    redis_url: str | None = None,
+    tables: list[dict[str, Any]],
+    name: str = "test",
+    host: str = "127.0.0.1",
+    **sections: Any,
+) -> Path:
+    """A connector config for the rig's servers; `sections` override top-level keys."""
+    source = {
+        "host": host,
+        "port": port,
+        "user": "cdc",
+        "password": "cdc",
+        "server_id": next(_counter),
+        "heartbeat_interval": 0.5,
+        "read_timeout": 5,
+        "connect_timeout": 3,
+    }
+    source.update(sections.pop("source", {}))
+    checkpoint: dict[str, Any] = (
+        {"redis": {"url": redis_url}} if redis_url else {"file": {"path": str(path.parent)}}
+    )
+    checkpoint.update({"interval_ms": 200})
+    checkpoint.update(sections.pop("checkpoint", {}))
+    sink = {"urls": [es_url], "bulk": {"flush_interval_ms": 50}, "max_backoff": 2}
+    sink.update(sections.pop("sink", {}))
+    data = {
+        "name": name,
+        "source": source,
+        "sink": sink,
+        "checkpoint": checkpoint,
+        "tables": tables,
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_until_caught_up(config: Path | ConnectorConfig, timeout: float = 60) -> RunStats:
+    """Run the pipeline in this process until it has applied everything the server has."""
+    cfg = load_config(config) if isinstance(config, Path) else config
+    sink = ElasticSink(cfg.sink)
+    store = make_store(cfg)
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.start()
+    try:
+        stats = Pipeline(cfg, sink, store, stop=stop).run(until_caught_up=True)
+    finally:
+        timer.cancel()
+        sink.close()
+        store.close()
+    if stop.is_set():
+        raise AssertionError(f"the connector did not catch up within {timeout} s")
+    return stats
+
+
+def stored_checkpoint(config: Path) -> Checkpoint | None:
+    cfg = load_config(config)
+    store = make_store(cfg)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+def save_checkpoint(config: Path, checkpoint: Checkpoint) -> None:
+    cfg = load_config(config)
+    store = make_store(cfg)
+    try:
+        store.save(checkpoint)
+    finally:
+        store.close()
+
+
+class CdcProcess:
+    """`cdc run --config PATH` as a real child process, with its log kept in a file."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        self.config = config
+        self.log_path = config.with_suffix(f".{time.monotonic_ns()}.log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc", "run", "--config", str(config), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> CdcProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
