@@ -1,0 +1,575 @@
+"""Throwaway servers for integration tests: MariaDB, Redis and osmem-server.
+
+Each server runs as a child process on a free port of 127.0.0.1, with its data, socket and log
+in its own temporary directory. A server can be stopped gracefully (`stop`, SIGTERM), killed
+(`kill`, SIGKILL) and started again on the same port and data directory (`start`, `restart`),
+so tests can cut a link and bring it back. `close` kills the process and removes the directory;
+it also runs at interpreter exit, and a small watchdog process kills the server and removes the
+directory if the test process itself dies without running `atexit` (SIGKILL, CI timeout).
+
+A missing server binary raises `BinaryMissing`; a server that does not become ready raises
+`RigError` carrying the tail of its log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import pymysql
+import redis
+
+LOCALHOST = "127.0.0.1"
+
+# Debian keeps mariadbd in /usr/sbin, which is not on a non-root user's PATH.
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
+
+# The watchdog outlives the test process only long enough to clean up after it: it exits as
+# soon as the server exits (a normal stop or restart), and kills the server and removes its
+# directory when the owning process disappears.
+_WATCHDOG = """
+while kill -0 "$1" 2>/dev/null; do
+  kill -0 "$2" 2>/dev/null || exit 0
+  sleep 1
+done
+kill -9 "$2" 2>/dev/null
+rm -rf "$3"
+"""
+
+
+class RigError(RuntimeError):
+    """A test server could not be started or stopped, or answered unexpectedly."""
+
+
+class BinaryMissing(RigError):
+    """The server's program is not installed on this machine."""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str, package: str) -> str:
+    """Absolute path of `name` on PATH or in the sbin directories; BinaryMissing otherwise."""
+    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(_SBIN_DIRS)
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise BinaryMissing(f"{name} is not installed (apt-get install {package})")
+    return found
+
+
+class Server:
+    """A server process on a fixed port with a private temporary directory.
+
+    Subclasses give the command line and the readiness check; everything about processes,
+    ports, logs and cleanup lives here.
+    """
+
+    name = "server"
+    startup_timeout = 60.0
+    stop_timeout = 60.0
+
+    def __init__(self, port: int | None = None) -> None:
+        self.host = LOCALHOST
+        self.port = port or free_port()
+        # A caller-chosen port, or one a client already knows, must never change.
+        self._port_fixed = port is not None
+        self.dir = Path(tempfile.mkdtemp(prefix=f"rig-{self.name}-"))
+        self.log_path = self.dir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._prepared = False
+        self._initialised = False
+        self._closed = False
+        atexit.register(self.close)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.host}:{self.port} {state} {self.dir}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive (it may not accept connections yet)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, None when stopped."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time work before the first start (e.g. creating a data directory)."""
+
+    def wait_ready(self, deadline: float) -> bool:
+        """Poll until the server serves requests; False if `deadline` passes first."""
+        raise NotImplementedError
+
+    def after_first_start(self) -> None:
+        """One-time work once the server first answers (e.g. creating users)."""
+
+    def start(self) -> Self:
+        """Start the server if it is not running and wait until it answers.
+
+        The first start picks another free port if the chosen one was taken meanwhile; later
+        starts reuse the port and the data directory. Raises RigError with the log tail.
+        """
+        if self._closed:
+            raise RigError(f"{self!r} is closed")
+        if self.running:
+            return self
+        if not self._prepared:
+            self.prepare()
+            self._prepared = True
+        for _attempt in range(3):
+            try:
+                self._launch()
+                break
+            except RigError:
+                if self._port_fixed or not self._port_taken():
+                    raise
+                self.port = free_port()
+        self._port_fixed = True
+        if not self._initialised:
+            self.after_first_start()
+            self._initialised = True
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM) and wait; RigError if it has not exited in time."""
+        if not self.running:
+            self._reap()
+            return
+        assert self._proc is not None
+        self._proc.terminate()
+        try:
+            self._proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RigError(
+                f"{self.name} ignored SIGTERM for {self.stop_timeout} s and was killed\n"
+                + self.log_tail()
+            ) from None
+        self._reap()
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash or an OOM kill would."""
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait()
+        self._reap()
+
+    def restart(self) -> Self:
+        """Stop gracefully, then start again on the same port and data directory."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Kill the server and delete its directory; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        atexit.unregister(self.close)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server log, headed by its path, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return f"(no log at {self.log_path})"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
+
+    def new_log_text(self) -> str:
+        """What the server logged since it was last launched."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _launch(self) -> None:
+        cmd = self.command()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            # A session of its own keeps a terminal's Ctrl-C from killing servers before the
+            # fixtures' teardown runs.
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        owner, server = str(os.getpid()), str(self._proc.pid)
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", _WATCHDOG, "rig-watchdog", owner, server, str(self.dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if not self.wait_ready(time.monotonic() + self.startup_timeout):
+            exited = not self.running
+            self.kill()
+            reason = "exited during startup" if exited else "did not answer in time"
+            raise RigError(
+                f"{self.name} on port {self.port} {reason} ({self.startup_timeout} s)\n"
+                f"command: {' '.join(cmd)}\n{self.log_tail()}"
+            )
+
+    def _port_taken(self) -> bool:
+        text = self.new_log_text().lower()
+        return "address already in use" in text or "already have another" in text
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+
+
+class MariaDB(Server):
+    """A MariaDB server with the binlog set up as the connector needs it.
+
+    ROW format, FULL row image and FULL row metadata, server id 1, utf8mb4. `extra_args` are
+    appended to the mariadbd command line and win over the defaults (e.g.
+    `["--binlog-format=STATEMENT"]`). Root has no password; the replication user is
+    `cdc`/`cdc` on `%` and `localhost` with REPLICATION SLAVE, REPLICATION CLIENT and SELECT.
+    """
+
+    name = "mariadb"
+    user = "cdc"
+    password = "cdc"
+
+    def __init__(self, extra_args: Sequence[str] = (), port: int | None = None) -> None:
+        self._mariadbd = find_binary("mariadbd", "mariadb-server")
+        self._install_db = find_binary("mariadb-install-db", "mariadb-server")
+        self.extra_args = list(extra_args)
+        super().__init__(port)
+        self.datadir = self.dir / "data"
+        self.socket = self.dir / "mysqld.sock"
+
+    @property
+    def url(self) -> str:
+        """`mysql://cdc:cdc@127.0.0.1:<port>`, the replication user's address."""
+        return f"mysql://{self.user}:{self.password}@{self.host}:{self.port}"
+
+    def _user_args(self) -> list[str]:
+        # mariadbd refuses to run as root unless told to; as another user the flag is moot.
+        return ["--user=root"] if os.geteuid() == 0 else []
+
+    def prepare(self) -> None:
+        (self.dir / "tmp").mkdir(exist_ok=True)
+        cmd = [
+            self._install_db,
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            f"--datadir={self.datadir}",
+            "--skip-test-db",
+            "--skip-name-resolve",
+            *self._user_args(),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RigError(
+                f"mariadb-install-db failed (exit {result.returncode})\n"
+                f"command: {' '.join(cmd)}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
+
+    def command(self) -> list[str]:
+        return [
+            self._mariadbd,
+            "--no-defaults",
+            *self._user_args(),
+            f"--datadir={self.datadir}",
+            f"--port={self.port}",
+            f"--socket={self.socket}",
+            f"--pid-file={self.dir / 'mysqld.pid'}",
+            f"--tmpdir={self.dir / 'tmp'}",
+            f"--bind-address={self.host}",
+            "--skip-name-resolve",
+            "--server-id=1",
+            "--log-bin=mysql-bin",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--binlog-row-metadata=FULL",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--innodb-buffer-pool-size=64M",
+            *self.extra_args,
+        ]
+
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline and self.running:
+            try:
+                self.connect(connect_timeout=1).close()
+                return True
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        return False
+
+    def after_first_start(self) -> None:
+        for host in ("%", "localhost"):
+            account = f"'{self.user}'@'{host}'"
+            self.sql(f"CREATE USER {account} IDENTIFIED BY '{self.password}'")
+            self.sql(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO {account}")
+
+    def connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
+        """A PyMySQL connection, as root with autocommit unless `kwargs` say otherwise."""
+        settings: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": "root",
+            "password": "",
+            "autocommit": True,
+            "charset": "utf8mb4",
+            "connect_timeout": 5,
+        }
+        settings.update(kwargs)
+        return pymysql.connect(**settings)
+
+    def sql(self, stmt: str, params: Any = None, db: str | None = None) -> int:
+        """Run one statement as root (autocommit) and return the affected row count."""
+        with contextlib.closing(self.connect(database=db)) as conn, conn.cursor() as cur:
+            return int(cur.execute(stmt, params))
+
+    def query(self, stmt: str, params: Any = None, db: str | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement as root and return all result rows as tuples."""
+        with contextlib.closing(self.connect(database=db)) as conn, conn.cursor() as cur:
+            cur.execute(stmt, params)
+            return list(cur.fetchall())
+
+    def variable(self, name: str) -> str:
+        """The global value of a server variable, as text."""
+        rows = self.query("SHOW GLOBAL VARIABLES LIKE %s", (name,))
+        if not rows:
+            raise RigError(f"mariadb has no variable {name!r}")
+        return str(rows[0][1])
+
+    def binary_logs(self) -> list[str]:
+        """Names of the binlog files the server still has, oldest first."""
+        return [row[0] for row in self.query("SHOW BINARY LOGS")]
+
+    def purge_binary_logs_to_current(self) -> str:
+        """Rotate the binlog and delete every file before the new one; returns its name.
+
+        Any position recorded before the call then names purged history. Fails while a
+        replica (e.g. a running connector) still reads an old file.
+        """
+        self.sql("FLUSH BINARY LOGS")
+        current = str(self.query("SHOW MASTER STATUS")[0][0])
+        # MariaDB silently keeps a rotated file until a background thread has written its
+        # binlog checkpoint, so the purge is repeated until it took effect. PURGE ... TO names
+        # the file exactly; BEFORE NOW() would also keep a file rotated within the same second.
+        deadline = time.monotonic() + 10
+        while True:
+            self.sql(f"PURGE BINARY LOGS TO '{current}'")
+            left = self.binary_logs()
+            if left == [current]:
+                return current
+            if time.monotonic() > deadline:
+                raise RigError(f"PURGE BINARY LOGS TO {current!r} kept {left} for 10 s")
+            time.sleep(0.05)
+
+
+class Redis(Server):
+    """A Redis server without persistence, or with an append-only file when `appendonly`.
+
+    Without `appendonly` a restart starts empty; with it, data survives `stop`, `kill` and
+    `restart`.
+    """
+
+    name = "redis"
+    startup_timeout = 20.0
+
+    def __init__(
+        self, appendonly: bool = False, extra_args: Sequence[str] = (), port: int | None = None
+    ) -> None:
+        self._binary = find_binary("redis-server", "redis-server")
+        self.appendonly = appendonly
+        self.extra_args = list(extra_args)
+        super().__init__(port)
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:<port>` (database 0)."""
+        return f"redis://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            self._binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            # Redis writes the AOF before it replies, so a killed process keeps every
+            # acknowledged write without paying for an fsync per command.
+            "--appendfsync",
+            "no",
+            "--daemonize",
+            "no",
+            *self.extra_args,
+        ]
+
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline and self.running:
+            try:
+                with self.client() as client:
+                    client.ping()
+                return True
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        return False
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """A redis-py client for database `db`, returning str values."""
+        return redis.Redis(
+            host=self.host, port=self.port, db=db, decode_responses=True, socket_timeout=5
+        )
+
+
+class Osmem(Server):
+    """An osmem-server: an in-memory OpenSearch-compatible server. Data does not survive a stop.
+
+    Helpers read the index the way a test wants to compare it; a missing index reads as empty.
+    """
+
+    name = "osmem"
+    startup_timeout = 30.0
+    page_size = 1000
+
+    def __init__(self, port: int | None = None) -> None:
+        try:
+            import osmem_server
+
+            self._binary = str(osmem_server.resolve_binary())
+        except (ImportError, RuntimeError) as exc:
+            raise BinaryMissing(
+                f"osmem-server is not available ({exc}); pip install -e '.[test]'"
+            ) from exc
+        super().__init__(port)
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self._binary, "--addr", f"{self.host}:{self.port}", "--no-stdin-watch", "--no-ja"]
+
+    def wait_ready(self, deadline: float) -> bool:
+        # osmem prints one JSON line with its URL once it listens.
+        while time.monotonic() < deadline and self.running:
+            for line in self.new_log_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    if "url" in json.loads(line):
+                        return True
+            time.sleep(0.05)
+        return False
+
+    def request(
+        self, method: str, path: str, body: Any = None, ok: Sequence[int] = (200, 201)
+    ) -> tuple[int, Any]:
+        """Send one JSON request; returns (status, decoded body). RigError if status not in `ok`."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, text = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read()
+        decoded = json.loads(text) if text else None
+        if status not in ok:
+            raise RigError(f"osmem {method} {path}: HTTP {status}: {decoded}")
+        return status, decoded
+
+    def get_doc(self, index: str, doc_id: str) -> dict[str, Any] | None:
+        """The stored document (`_source`, `_version`, ...); None if it or its index is missing."""
+        path = f"/{_quote(index)}/_doc/{_quote(doc_id)}"
+        status, body = self.request("GET", path, ok=(200, 404))
+        return body if status == 200 and body.get("found") else None
+
+    def refresh(self, index: str) -> None:
+        """Make every write to `index` visible to search; a missing index is fine."""
+        self.request("POST", f"/{_quote(index)}/_refresh", ok=(200, 404))
+
+    def all_docs(self, index: str) -> dict[str, Any]:
+        """Every document of `index` as {id: source}, after a refresh."""
+        return {hit["_id"]: hit["_source"] for hit in self._hits(index)}
+
+    def versions(self, index: str) -> dict[str, int]:
+        """Every document of `index` as {id: version}, after a refresh."""
+        return {hit["_id"]: hit["_version"] for hit in self._hits(index)}
+
+    def count(self, index: str) -> int:
+        """Number of documents in `index` after a refresh; 0 if the index is missing."""
+        self.refresh(index)
+        status, body = self.request("GET", f"/{_quote(index)}/_count", ok=(200, 404))
+        return int(body["count"]) if status == 200 else 0
+
+    def delete_index(self, index: str) -> None:
+        """Delete `index`; a missing index is fine."""
+        self.request("DELETE", f"/{_quote(index)}", ok=(200, 404))
+
+    def _hits(self, index: str) -> Iterator[dict[str, Any]]:
+        # Paging by search_after on _id has no result-window limit and needs no scroll state.
+        self.refresh(index)
+        query: dict[str, Any] = {"size": self.page_size, "version": True, "sort": [{"_id": "asc"}]}
+        while True:
+            status, body = self.request("POST", f"/{_quote(index)}/_search", query, ok=(200, 404))
+            if status == 404:
+                return
+            hits = body["hits"]["hits"]
+            yield from hits
+            if len(hits) < self.page_size:
+                return
+            query["search_after"] = hits[-1]["sort"]
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
