@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Runs the quality gates (ruff lint, ruff format, mypy on cdc/) and then the test suite.
+# Sets up what is missing, then runs the quality gates (ruff lint, ruff format, mypy on cdc/) and then the test suite.
 # Extra arguments go to pytest. Every gate runs even after one fails, so a single run shows
 # everything to fix; the exit status is non-zero if any of them failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-[[ -x .venv/bin/pytest ]] || {
-    echo "test: .venv is missing or incomplete; run: bash scripts/setup.sh" >&2
-    exit 1
-}
+# Installs what is missing first (idempotent and quiet), so this one command works on a fresh
+# Debian machine.
+bash scripts/setup.sh
 
 failed=()
 
