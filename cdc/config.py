@@ -4,17 +4,18 @@
 
 1. The file is parsed as YAML. A key given twice in one mapping is an error (PyYAML alone would
    keep the last one without a word).
-2. `${NAME}` and `${NAME:-default}` inside any value are replaced from the environment; `:-`
-   also applies when the variable is set but empty, and `$${` writes a literal `${`. This
-   happens after parsing, so a value from the environment can never change the YAML structure
-   (a `#` or `: ` in a password stays part of the password). A substituted value is text:
-   typed fields convert it (`port: ${PORT}` becomes an int, `verify: ${V}` a bool), free-form
-   values (`static`, `soft_delete.values`, index settings) keep it as a string.
+2. `${NAME}` and `${NAME:-default}` inside any value (not in comments) are replaced from the
+   environment; `:-` also applies when the variable is set but empty, and `$${` writes a
+   literal `${`. This happens after parsing, so a value from the environment can never change
+   the YAML structure (a `#` or `: ` in a password stays part of the password). A substituted
+   value is text: typed fields convert it (`port: ${PORT}` becomes an int, `verify: ${V}` a
+   bool), free-form values (`static`, `soft_delete.values`, index settings) keep it a string.
 3. Each `- include: <glob>` entry under `tables:` is replaced by the table mappings in the
    matching files, in file-name order. The glob is relative to the including file; a file holds
    one mapping or a list of mappings.
-4. The result is validated by the models below. Relative file paths in fields (`sink.tls.*`)
-   are resolved against the directory of the config file.
+4. The result is validated by the models below. Top-level keys starting with `x-` are ignored,
+   so they can hold YAML anchors (`x-defaults: &defaults ...`, then `<<: *defaults`). Relative
+   file paths in fields (`sink.tls.*`) are resolved against the directory of the config file.
 
 Every problem becomes one line, `file:line: field.path: what is wrong (got value)`, naming the
 included file for an included table mapping; all problems validation finds are reported
@@ -724,7 +725,9 @@ def load_config(
             f"level, got {_kind(doc.data)}"
         )
     tables, origins = _resolve_tables(doc, environ)
-    raw = {**doc.data, "tables": tables} if "tables" in doc.data else doc.data
+    raw = {key: value for key, value in doc.data.items() if not str(key).startswith("x-")}
+    if "tables" in raw:
+        raw["tables"] = tables
     try:
         return ConnectorConfig.model_validate(raw, context={"base_dir": file.parent})
     except ValidationError as exc:

@@ -222,6 +222,33 @@ def test_overlapping_globs_are_allowed_and_the_first_mapping_wins(tmp_path: Path
     assert cfg.mapping_for("shop", "customers") is None
 
 
+def test_x_keys_hold_anchors_that_mappings_merge(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "c.yaml",
+        MINIMAL.split("tables:")[0]
+        + """\
+x-defaults: &defaults
+  decimal: number
+  exclude: [secret]
+tables:
+  - <<: *defaults
+    table: shop.a
+    index: a
+  - <<: *defaults
+    table: shop.b
+    index: b
+    decimal: string
+""",
+    )
+    cfg = load_config(path, env={})
+
+    assert [(t.table, t.decimal, t.exclude) for t in cfg.tables] == [
+        ("shop.a", "number", ["secret"]),
+        ("shop.b", "string", ["secret"]),
+    ]
+
+
 def test_config_models_reject_duplicates_without_the_loader() -> None:
     with pytest.raises(ValueError, match=r"tables\[1\] maps `a.b` again; tables\[0\] already"):
         ConnectorConfig.model_validate(
@@ -340,6 +367,17 @@ def test_two_documents_in_one_file(tmp_path: Path) -> None:
     assert error_lines(path) == [
         f"{path}:13:1: invalid YAML: expected a single document in the stream, "
         "but found another document"
+    ]
+
+
+def test_yaml_error_columns_count_from_the_file_as_written_with_references(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "c.yaml", "name: x\nsource: {user: ${DB_USER}, server_id: 7 port: 1}\n")
+
+    assert error_lines(path, {"DB_USER": "a-much-longer-value"}) == [
+        f"{path}:2:45: invalid YAML: expected ',' or '}}', but got ':' "
+        "(while parsing a flow mapping on line 2)"
     ]
 
 
