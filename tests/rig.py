@@ -32,6 +32,8 @@ from typing import Any, Self
 
 import pymysql
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 LOCALHOST = "127.0.0.1"
 
@@ -129,8 +131,8 @@ class Server:
     def prepare(self) -> None:
         """One-time work before the first start (e.g. creating a data directory)."""
 
-    def wait_ready(self, deadline: float) -> bool:
-        """Poll until the server serves requests; False if `deadline` passes first."""
+    def answers(self) -> bool:
+        """True if this server's process, not some other on the port, serves requests now."""
         raise NotImplementedError
 
     def after_first_start(self) -> None:
@@ -149,12 +151,12 @@ class Server:
         if not self._prepared:
             self.prepare()
             self._prepared = True
-        for _attempt in range(3):
+        for attempt in range(3):
             try:
                 self._launch()
                 break
             except RigError:
-                if self._port_fixed or not self._port_taken():
+                if attempt == 2 or self._port_fixed or not self._port_taken():
                     raise
                 self.port = free_port()
         self._port_fixed = True
@@ -236,20 +238,30 @@ class Server:
             )
         owner, server = str(os.getpid()), str(self._proc.pid)
         self._watchdog = subprocess.Popen(
-            ["sh", "-c", _WATCHDOG, "rig-watchdog", owner, server, str(self.dir)],
+            ["/bin/sh", "-c", _WATCHDOG, "rig-watchdog", owner, server, str(self.dir)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        if not self.wait_ready(time.monotonic() + self.startup_timeout):
-            exited = not self.running
+        if not self._wait_ready():
+            if self.running:
+                reason = f"did not answer within {self.startup_timeout} s"
+            else:
+                reason = "exited during startup"
             self.kill()
-            reason = "exited during startup" if exited else "did not answer in time"
             raise RigError(
-                f"{self.name} on port {self.port} {reason} ({self.startup_timeout} s)\n"
+                f"{self.name} on port {self.port} {reason}\n"
                 f"command: {' '.join(cmd)}\n{self.log_tail()}"
             )
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline and self.running:
+            if self.answers():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _port_taken(self) -> bool:
         text = self.new_log_text().lower()
@@ -336,14 +348,15 @@ class MariaDB(Server):
             *self.extra_args,
         ]
 
-    def wait_ready(self, deadline: float) -> bool:
-        while time.monotonic() < deadline and self.running:
-            try:
-                self.connect(connect_timeout=1).close()
-                return True
-            except pymysql.err.OperationalError:
-                time.sleep(0.1)
-        return False
+    def answers(self) -> bool:
+        try:
+            conn = self.connect(connect_timeout=1, read_timeout=2)
+            with contextlib.closing(conn), conn.cursor() as cur:
+                cur.execute("SELECT @@datadir")
+                row = cur.fetchone()
+        except pymysql.err.MySQLError:
+            return False
+        return row is not None and Path(row[0]).resolve() == self.datadir.resolve()
 
     def after_first_start(self) -> None:
         for host in ("%", "localhost"):
@@ -390,8 +403,8 @@ class MariaDB(Server):
     def purge_binary_logs_to_current(self) -> str:
         """Rotate the binlog and delete every file before the new one; returns its name.
 
-        Any position recorded before the call then names purged history. Fails while a
-        replica (e.g. a running connector) still reads an old file.
+        Any position recorded before the call then names purged history. Raises if the server
+        keeps an old file, as it does while a replica is still reading one.
         """
         self.sql("FLUSH BINARY LOGS")
         current = str(self.query("SHOW MASTER STATUS")[0][0])
@@ -454,15 +467,20 @@ class Redis(Server):
             *self.extra_args,
         ]
 
-    def wait_ready(self, deadline: float) -> bool:
-        while time.monotonic() < deadline and self.running:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return True
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        return False
+    def answers(self) -> bool:
+        # One quick try: redis-py's default retries would spend seconds on a silent port.
+        probe = redis.Redis(
+            host=self.host,
+            port=self.port,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            with probe:
+                return bool(probe.info("server")["process_id"] == self.pid)
+        except (redis.exceptions.RedisError, OSError):
+            return False
 
     def client(self, db: int = 0) -> redis.Redis:
         """A redis-py client for database `db`, returning str values."""
@@ -500,14 +518,12 @@ class Osmem(Server):
     def command(self) -> list[str]:
         return [self._binary, "--addr", f"{self.host}:{self.port}", "--no-stdin-watch", "--no-ja"]
 
-    def wait_ready(self, deadline: float) -> bool:
-        # osmem prints one JSON line with its URL once it listens.
-        while time.monotonic() < deadline and self.running:
-            for line in self.new_log_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    if "url" in json.loads(line):
-                        return True
-            time.sleep(0.05)
+    def answers(self) -> bool:
+        # osmem prints one JSON line with its URL once it listens; the log is this process's.
+        for line in self.new_log_text().splitlines():
+            with contextlib.suppress(ValueError, TypeError):
+                if "url" in json.loads(line):
+                    return True
         return False
 
     def request(

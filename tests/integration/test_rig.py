@@ -104,8 +104,8 @@ def test_startup_failure_names_the_cause(make_mariadb) -> None:
         make_mariadb(extra_args=["--no-such-option"])
 
 
-def test_close_removes_process_and_directory() -> None:
-    server = Redis().start()
+def test_close_removes_process_and_directory(make_redis) -> None:
+    server = make_redis()
     pid, directory = server.pid, server.dir
     server.close()
     assert not directory.exists()
