@@ -129,6 +129,15 @@ class CheckpointStore(Protocol):
         """Where the checkpoint lives, for messages."""
         ...
 
+    def beat(self, status: dict[str, Any], ttl: float) -> None:
+        """Record that the connector is alive, with its status, for `ttl` seconds.
+        Raises CheckpointUnavailable."""
+        ...
+
+    def read_status(self) -> dict[str, Any] | None:
+        """The last heartbeat's status, or None if none is alive (never written or expired)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -137,6 +146,7 @@ class FileCheckpointStore:
 
     def __init__(self, directory: str | os.PathLike[str], name: str) -> None:
         self.path = Path(directory) / f"{name}.json"
+        self.status_path = Path(directory) / f"{name}.status.json"
 
     def load(self) -> Checkpoint | None:
         try:
@@ -148,20 +158,22 @@ class FileCheckpointStore:
         return Checkpoint.from_json(data, str(self.path))
 
     def save(self, checkpoint: Checkpoint) -> None:
+        _write_atomically(self.path, checkpoint.to_json(), durable=True)
+
+    def beat(self, status: dict[str, Any], ttl: float) -> None:
+        data = orjson.dumps({**status, "expires_at": time.time() + ttl})
+        _write_atomically(self.status_path, data, durable=False)
+
+    def read_status(self) -> dict[str, Any] | None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(checkpoint.to_json())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            raw = orjson.loads(self.status_path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
         except OSError as exc:
-            raise CheckpointUnavailable(f"cannot write {self.path}: {exc.strerror}") from exc
+            raise CheckpointUnavailable(f"cannot read {self.status_path}: {exc.strerror}") from exc
+        if not isinstance(raw, dict) or float(raw.get("expires_at", 0)) < time.time():
+            return None
+        return raw
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -171,3 +183,22 @@ class FileCheckpointStore:
 
     def close(self) -> None:
         return None
+
+
+def _write_atomically(path: Path, data: bytes, durable: bool) -> None:
+    """Replace `path` with `data` so readers see the old or the new content, never a mix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise CheckpointUnavailable(f"cannot write {path}: {exc.strerror}") from exc

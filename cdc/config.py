@@ -189,6 +189,9 @@ class SinkConfig(_Model):
     """Seconds to wait for a response before the request is retried."""
     max_backoff: float = Field(30.0, gt=0)
     """Cap, in seconds, of the exponential backoff between retries."""
+    on_rejected: Literal["dlq", "fail"] = "dlq"
+    """A document the cluster rejects for its content (mapping or parse error, too large):
+    `dlq` parks it in the dead-letter queue and goes on; `fail` stops the connector."""
 
     @field_validator("username", "password", "api_key", mode="before")
     @classmethod

@@ -54,6 +54,8 @@ class BulkItem:
     action: Action
     version: int
     table: str
+    gtid: str | None = None
+    id_columns: tuple[str, ...] = ()
     body: bytes = b""
 
     def __post_init__(self) -> None:
@@ -298,9 +300,8 @@ class ElasticSink:
             if retry:
                 attempt += 1
                 if on_retry is not None:
-                    on_retry(
-                        SinkUnavailable(f"{len(retry)} items failed: {results[0].error}"), attempt
-                    )
+                    first = next(r for r in results if r.outcome == "retry")
+                    on_retry(SinkUnavailable(f"{len(retry)} items failed: {first.error}"), attempt)
                 delay = self._sleep(delay, stop)
             else:
                 delay = 0.1

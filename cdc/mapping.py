@@ -25,7 +25,7 @@ not hold are expected (e.g. a row inserted already soft-deleted).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -51,6 +51,8 @@ class Action:
     doc_id: str
     source: dict[str, Any] | None
     """The document for "index", None for "delete"."""
+    key: tuple[str, ...] = field(default=(), compare=False)
+    """The rendered values of the id columns (`Mapper.id_columns`), to find the row again."""
 
 
 def select_mapping(
@@ -82,6 +84,8 @@ class Mapper:
         self._fields = self._compile_fields(opts)
         self._static = dict(mapping.static)
         self._id_parts = self._compile_id(time_zone)
+        self.id_columns: tuple[str, ...] = tuple(name for name, _ in self._id_parts)
+        """The columns whose rendered values form the document id (and `Action.key`)."""
         self._separator = mapping.id_separator
         self._soft_delete = self._compile_soft_delete(opts)
 
@@ -93,19 +97,20 @@ class Mapper:
         """
         try:
             if change.op == "delete":
-                return [self._delete(self._id(_image(change.before, "before")))]
+                return [self._delete(self._key(_image(change.before, "before")))]
             after = _image(change.after, "after")
-            new_id = self._id(after)
-            old_id = None
+            new_key = self._key(after)
+            old_key = None
             if change.op == "update":
-                old_id = self._id(_image(change.before, "before"))
-                if old_id == new_id:
-                    old_id = None
-            actions = [] if old_id is None else [self._delete(old_id)]
+                old_key = self._key(_image(change.before, "before"))
+                if old_key == new_key:
+                    old_key = None
+            actions = [] if old_key is None else [self._delete(old_key)]
             if self._soft_delete is not None and self._soft_delete(after):
-                actions.append(self._delete(new_id))
+                actions.append(self._delete(new_key))
             else:
-                actions.append(Action("index", self.index, new_id, self._document(after)))
+                doc_id = self._join(new_key)
+                actions.append(Action("index", self.index, doc_id, self._document(after), new_key))
             return actions
         except MappingError as exc:
             raise MappingError(f"{self.table.name}: {exc.message}", hint=exc.hint) from None
@@ -126,7 +131,7 @@ class Mapper:
             doc.update(self._static)
         return doc
 
-    def _id(self, row: dict[str, Any]) -> str:
+    def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
         for column, render in self._id_parts:
             part = render(row[column])
@@ -136,10 +141,13 @@ class Mapper:
                     hint="choose id_columns that are NOT NULL and never hold zero dates",
                 )
             parts.append(part)
-        return parts[0] if len(parts) == 1 else self._separator.join(parts)
+        return tuple(parts)
 
-    def _delete(self, doc_id: str) -> Action:
-        return Action("delete", self.index, doc_id, None)
+    def _join(self, key: tuple[str, ...]) -> str:
+        return key[0] if len(key) == 1 else self._separator.join(key)
+
+    def _delete(self, key: tuple[str, ...]) -> Action:
+        return Action("delete", self.index, self._join(key), None, key)
 
     def _check_columns(self) -> None:
         mapping = self.mapping

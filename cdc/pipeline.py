@@ -14,8 +14,10 @@ every stale write into a harmless 409.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +34,8 @@ from cdc.checkpoint import (
     version,
 )
 from cdc.config import ConnectorConfig
-from cdc.elastic import BulkItem, ElasticSink, Interrupted, rejection_error
+from cdc.dlq import DeadLetter, DeadLetterQueue
+from cdc.elastic import BulkItem, ElasticSink, Interrupted, ItemResult, rejection_error
 from cdc.errors import CdcError, MappingError, PositionError, TransientError
 from cdc.events import Begin, Commit, RowChange, TableSchema
 from cdc.gtid import MariadbGtidList, MysqlGtidSet
@@ -42,6 +45,8 @@ from cdc.position import Position
 log = logging.getLogger(__name__)
 
 _QUEUE_EVENTS = 20_000
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 15.0
 
 
 class _Failed:
@@ -60,6 +65,7 @@ class RunStats:
     actions: int = 0
     checkpoints: int = 0
     reconnects: int = 0
+    dead_letters: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
 
 
@@ -145,10 +151,12 @@ class Pipeline:
         store: CheckpointStore,
         stop: threading.Event | None = None,
         source_factory: Callable[[Position, ServerInfo], BinlogSource] | None = None,
+        dlq: DeadLetterQueue | None = None,
     ) -> None:
         self.cfg = cfg
         self.sink = sink
         self.store = store
+        self.dlq = dlq
         self.stop = stop or threading.Event()
         self._source_factory = source_factory or (
             lambda start, info: BinlogSource(cfg.source, cfg.tables, start, info)
@@ -161,6 +169,7 @@ class Pipeline:
         self._read_position: Position | None = None
         self._read_counter = 0
         self._txn_counter = 0
+        self._txn_gtid: str | None = None
         self._slot = 0
         self._txn_start = 0
         self._batch: list[BulkItem] = []
@@ -175,6 +184,9 @@ class Pipeline:
         self._source_outage = _Outage("MySQL binlog stream")
         self._sink_outage = _Outage("Elasticsearch")
         self._store_outage = _Outage("checkpoint store")
+        self._started_at = time.time()
+        self._beat_at = 0.0
+        self.last_error: str | None = None
 
     # -- startup ------------------------------------------------------------------------------
 
@@ -240,6 +252,7 @@ class Pipeline:
                     break
                 if not (isinstance(failure, CdcError) and failure.transient):
                     raise failure
+                self.last_error = str(failure)
                 self._source_outage.failed(failure)
                 self.stats.reconnects += 1
                 self._drop_open_transaction()
@@ -249,9 +262,20 @@ class Pipeline:
             self._shutdown_flush()
         except Interrupted:
             log.warning("stopped while Elasticsearch was failing; unacknowledged changes replay")
+        except BaseException as exc:
+            self.last_error = str(exc)
+            raise
         finally:
             self._save_checkpoint(force=True)
+            self._final_heartbeat()
         return self.stats
+
+    def _final_heartbeat(self) -> None:
+        """Say the connector stopped (kept a while so `cdc status` can show why)."""
+        try:
+            self.store.beat({**self.status(), "state": "stopped"}, 3600.0)
+        except TransientError:
+            log.warning("could not record the stop in %s", self.store.describe())
 
     def _retry_until_up(self, call: Callable[[], Any], outage: _Outage) -> Any:
         delay = 0.2
@@ -288,6 +312,7 @@ class Pipeline:
                 self._on_change(event)
             elif isinstance(event, Begin):
                 self._txn_counter = self._read_counter + 1
+                self._txn_gtid = event.gtid
                 self._slot = 0
                 self._txn_start = len(self._batch)
             elif isinstance(event, Commit):
@@ -298,6 +323,7 @@ class Pipeline:
                 or time.monotonic() - self._batch_started >= flush_interval
             ):
                 self._flush()
+            self._heartbeat()
             if event is None and reader.queue.empty():
                 self._flush()
                 self._save_checkpoint()
@@ -323,7 +349,13 @@ class Pipeline:
                     f"a transaction on {table.name} has more than {MAX_ROW_SLOT} row changes",
                     hint="split the transaction; larger ones cannot be versioned",
                 )
-            item = BulkItem(action, version(self._txn_counter, self._slot), table.name)
+            item = BulkItem(
+                action,
+                version(self._txn_counter, self._slot),
+                table.name,
+                self._txn_gtid,
+                mapper.id_columns,
+            )
             self._slot += 1
             if not self._batch:
                 self._batch_started = time.monotonic()
@@ -378,12 +410,69 @@ class Pipeline:
         )
         self._sink_outage.recovered()
         if rejected:
-            item, result = rejected[0]
-            raise rejection_error(item, result)
+            self._park(rejected)
         self._batch = []
         self._batch_bytes = 0
         self._txn_start = 0
         self._ack_last_commit()
+
+    def _park(self, rejected: list[tuple[BulkItem, ItemResult]]) -> None:
+        """Park rejected documents in the dead-letter queue, durably, before the checkpoint can
+        move past them; or stop, when so configured or when there is no queue."""
+        item, result = rejected[0]
+        if self.dlq is None or self.cfg.sink.on_rejected == "fail":
+            raise rejection_error(item, result)
+        letters = [DeadLetter.from_item(i, r) for i, r in rejected]
+        dlq = self.dlq
+        self._retry_until_up(lambda: dlq.park(letters), self._store_outage)
+        self.stats.dead_letters += len(letters)
+        log.warning(
+            "parked %d rejected document(s) in the dead-letter queue; first: %s %s/%s from %s: %s",
+            len(letters),
+            item.action.op,
+            item.action.index,
+            item.action.doc_id,
+            item.table,
+            result.error,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What `cdc status` and `cdc health` show about this running connector."""
+        acked = self._acked
+        degraded = [
+            o.component
+            for o in (self._source_outage, self._sink_outage, self._store_outage)
+            if o.since is not None
+        ]
+        return {
+            "name": self.cfg.name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": self._started_at,
+            "updated_at": time.time(),
+            "state": "degraded" if degraded else "running",
+            "degraded": degraded,
+            "position": acked.position.to_dict() if acked else None,
+            "counter": acked.counter if acked else None,
+            "event_time": acked.event_time if acked else None,
+            "last_error": self.last_error,
+            "transactions": self.stats.transactions,
+            "changes": self.stats.changes,
+            "actions": self.stats.actions,
+            "dead_letters": self.stats.dead_letters,
+            "reconnects": self.stats.reconnects,
+            "by_table": dict(self.stats.by_table),
+        }
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._beat_at < HEARTBEAT_INTERVAL:
+            return
+        self._beat_at = now
+        try:
+            self.store.beat(self.status(), HEARTBEAT_TTL)
+        except TransientError as exc:
+            self._store_outage.failed(exc)
 
     def _save_checkpoint(self, force: bool = False) -> None:
         acked = self._acked

@@ -135,6 +135,15 @@ def test_composite_id_joined_with_separator() -> None:
     assert [a.doc_id for a in mapper.map(insert(row()))] == ["eu/7"]
 
 
+def test_actions_carry_the_key_parts_to_find_the_row_again() -> None:
+    mapper = Mapper(mapping(id_columns=["region", "id"], id_separator=":"), ORDERS, UTC)
+    assert mapper.id_columns == ("region", "id")
+    # The joined id would be ambiguous ("a:b" + "7" vs "a" + "b:7"); the key parts are not.
+    delete_old, index_new = mapper.map(update(row(region="a:b"), row(region="a:b", id=8)))
+    assert (delete_old.op, delete_old.doc_id, delete_old.key) == ("delete", "a:b:7", ("a:b", "7"))
+    assert (index_new.op, index_new.doc_id, index_new.key) == ("index", "a:b:8", ("a:b", "8"))
+
+
 def test_composite_primary_key_is_the_default_id() -> None:
     table = TableSchema("shop", "orders_1", ORDERS.columns, ("region", "id"))
     [action] = Mapper(mapping(), table, UTC).map(insert(row(), table))
