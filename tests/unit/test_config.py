@@ -434,7 +434,7 @@ def test_unknown_field_suggests_the_closest_known_one(tmp_path: Path) -> None:
 
     assert error_lines(path) == [
         f"{path}:7: sink.bulkk: unknown field (did you mean `bulk`?); known fields: urls, "
-        "username, password, api_key, tls, bulk, request_timeout, max_backoff"
+        "username, password, api_key, tls, bulk, request_timeout, max_backoff, on_rejected"
     ]
 
 
