@@ -125,5 +125,8 @@ def run(
     )
 
 
+# Sub-command groups and commands defined in their own modules register here.
+
+
 def main() -> None:
     app()
