@@ -17,6 +17,7 @@ from cdc.checkpoint import CheckpointStore, FileCheckpointStore
 from cdc.config import ConnectorConfig, load_config
 from cdc.elastic import ElasticSink
 from cdc.errors import CdcError
+from cdc.metrics import Metrics
 from cdc.pipeline import Pipeline
 from cdc.redis_store import RedisCheckpointStore
 
@@ -108,12 +109,29 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
     sink = ElasticSink(cfg.sink)
     store = make_store(cfg)
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        try:
+            port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            logging.getLogger("cdc").error(
+                "cannot serve metrics on %s:%d: %s (set metrics.port, or metrics.enabled: false)",
+                cfg.metrics.host,
+                cfg.metrics.port,
+                exc.strerror,
+            )
+            sink.close()
+            store.close()
+            raise typer.Exit(1) from None
+        logging.getLogger("cdc").info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     try:
-        stats = Pipeline(cfg, sink, store, stop=stop).run(until_caught_up=until_caught_up)
+        pipeline = Pipeline(cfg, sink, store, stop=stop, metrics=metrics)
+        stats = pipeline.run(until_caught_up=until_caught_up)
     except CdcError as exc:
         logging.getLogger("cdc").error("%s", exc)
         raise typer.Exit(1) from None
     finally:
+        metrics.close()
         sink.close()
         store.close()
     logging.getLogger("cdc").info(

@@ -337,6 +337,17 @@ class TableMapping(_Model):
         return fnmatch.fnmatchcase(f"{schema}.{table}", self.table)
 
 
+class MetricsConfig(_Model):
+    """The Prometheus endpoint."""
+
+    enabled: bool = True
+    """Serve `/metrics`."""
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    port: int = Field(9108, ge=0, le=65535)
+    """Port to listen on (0 picks a free one)."""
+
+
 class ConnectorConfig(_Model):
     """One connector: a source server, a sink cluster, a checkpoint store, table mappings."""
 
@@ -355,6 +366,8 @@ class ConnectorConfig(_Model):
     because that mapping could never apply."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as plain text or JSON objects."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The Prometheus `/metrics` endpoint."""
 
     @field_validator("name")
     @classmethod

@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -167,6 +167,10 @@ class ElasticSink:
             meta_header=False,
         )
         self.stats = WriteStats()
+        self.on_request: Callable[[float], None] | None = None
+        """Called with the duration of every `_bulk` request (metrics)."""
+        self.on_items: Callable[[str, int], None] | None = None
+        """Called with (outcome, count) after every `_bulk` response (metrics)."""
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -247,7 +251,12 @@ class ElasticSink:
         """Send one `_bulk` request; per-item results in order. Raises SinkUnavailable when the
         request as a whole failed in a retryable way."""
         body = b"".join(item.body for item in items)
-        status, resp = self.request("POST", "/_bulk", body, ndjson=True)
+        started = time.monotonic()
+        try:
+            status, resp = self.request("POST", "/_bulk", body, ndjson=True)
+        finally:
+            if self.on_request is not None:
+                self.on_request(time.monotonic() - started)
         self.stats.requests += 1
         if status == 413 and len(items) > 1:
             half = len(items) // 2
@@ -286,6 +295,13 @@ class ElasticSink:
                 delay = self._sleep(delay, stop)
                 continue
             retry: list[BulkItem] = []
+            if self.on_items is not None:
+                counts: dict[str, int] = {}
+                for result in results:
+                    name: str = "retried" if result.outcome == "retry" else result.outcome
+                    counts[name] = counts.get(name, 0) + 1
+                for name, count in counts.items():
+                    self.on_items(name, count)
             for item, result in zip(pending, results, strict=True):
                 if result.outcome == "ok":
                     self.stats.items_ok += 1

@@ -40,6 +40,7 @@ from cdc.errors import CdcError, MappingError, PositionError, TransientError
 from cdc.events import Begin, Commit, RowChange, TableSchema
 from cdc.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.mapping import Mapper
+from cdc.metrics import Metrics
 from cdc.position import Position
 
 log = logging.getLogger(__name__)
@@ -105,19 +106,24 @@ class _Reader:
 class _Outage:
     """One log line when a link goes down, one when it recovers; nothing per retry."""
 
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, key: str, metrics: Metrics) -> None:
         self.component = component
+        self.key = key
+        self.metrics = metrics
         self.since: float | None = None
         self.retries = 0
 
     def failed(self, exc: BaseException) -> None:
         self.retries += 1
+        self.metrics.reconnects.labels(self.key).inc()
         if self.since is None:
             self.since = time.monotonic()
+            self.metrics.degraded.labels(self.key).set(1)
             log.warning("%s unavailable: %s; retrying with backoff", self.component, exc)
 
     def recovered(self) -> None:
         if self.since is not None:
+            self.metrics.degraded.labels(self.key).set(0)
             log.warning(
                 "%s recovered after %.1f s and %d retries",
                 self.component,
@@ -152,11 +158,13 @@ class Pipeline:
         stop: threading.Event | None = None,
         source_factory: Callable[[Position, ServerInfo], BinlogSource] | None = None,
         dlq: DeadLetterQueue | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.sink = sink
         self.store = store
         self.dlq = dlq
+        self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
         self._source_factory = source_factory or (
             lambda start, info: BinlogSource(cfg.source, cfg.tables, start, info)
@@ -181,9 +189,17 @@ class Pipeline:
         self._saved: Checkpoint | None = None
         self._saved_at = 0.0
         self._acked_since_save = 0
-        self._source_outage = _Outage("MySQL binlog stream")
-        self._sink_outage = _Outage("Elasticsearch")
-        self._store_outage = _Outage("checkpoint store")
+        m = self.metrics
+        self._source_outage = _Outage("MySQL binlog stream", "source", m)
+        self._sink_outage = _Outage("Elasticsearch", "sink", m)
+        self._store_outage = _Outage("checkpoint store", "checkpoint", m)
+        self._change_counters: dict[tuple[str, str], Any] = {}
+        self._last_event_time = 0
+        self._caught_up = False
+        sink.on_request = m.bulk_seconds.observe
+        sink.on_items = lambda outcome, n: m.documents.labels(outcome).inc(n)
+        m.track_lag(self._lag)
+        m.track_checkpoint(lambda: self._saved_at)
         self._started_at = time.time()
         self._beat_at = 0.0
         self.last_error: str | None = None
@@ -272,6 +288,7 @@ class Pipeline:
 
     def _final_heartbeat(self) -> None:
         """Say the connector stopped (kept a while so `cdc status` can show why)."""
+        self.metrics.up.set(0)
         try:
             self.store.beat({**self.status(), "state": "stopped"}, 3600.0)
         except TransientError:
@@ -305,6 +322,7 @@ class Pipeline:
                 event = None
             if isinstance(event, _Failed):
                 return event.error
+            self._caught_up = event is None and reader.queue.empty() and not self._batch
             if event is not None and not healthy:
                 healthy = True
                 self._source_outage.recovered()
@@ -343,6 +361,11 @@ class Pipeline:
             mapper = self._mappers[table] = Mapper(mapping, table, self._tz)
         self.stats.changes += 1
         self.stats.by_table[table.name] = self.stats.by_table.get(table.name, 0) + 1
+        counter = self._change_counters.get((table.name, change.op))
+        if counter is None:
+            counter = self.metrics.changes.labels(table.name, change.op)
+            self._change_counters[(table.name, change.op)] = counter
+        counter.inc()
         for action in mapper.map(change):
             if self._slot > MAX_ROW_SLOT:
                 raise MappingError(
@@ -371,6 +394,8 @@ class Pipeline:
         self._last_commit_counter = self._read_counter
         self._txn_start = len(self._batch)
         self.stats.transactions += 1
+        self.metrics.transactions.inc()
+        self._last_event_time = commit.timestamp
         if not self._batch:
             self._ack_last_commit()
 
@@ -426,6 +451,7 @@ class Pipeline:
         dlq = self.dlq
         self._retry_until_up(lambda: dlq.park(letters), self._store_outage)
         self.stats.dead_letters += len(letters)
+        self.metrics.dead_letters.inc(len(letters))
         log.warning(
             "parked %d rejected document(s) in the dead-letter queue; first: %s %s/%s from %s: %s",
             len(letters),
@@ -451,6 +477,7 @@ class Pipeline:
             "started_at": self._started_at,
             "updated_at": time.time(),
             "state": "degraded" if degraded else "running",
+            "lag_seconds": round(self._lag(), 3),
             "degraded": degraded,
             "position": acked.position.to_dict() if acked else None,
             "counter": acked.counter if acked else None,
@@ -464,13 +491,20 @@ class Pipeline:
             "by_table": dict(self.stats.by_table),
         }
 
+    def _lag(self) -> float:
+        if self._caught_up or not self._last_event_time:
+            return 0.0
+        return max(0.0, time.time() - self._last_event_time)
+
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._beat_at < HEARTBEAT_INTERVAL:
             return
         self._beat_at = now
+        status = self.status()
+        self.metrics.up.set(1 if status["state"] == "running" else 0)
         try:
-            self.store.beat(self.status(), HEARTBEAT_TTL)
+            self.store.beat(status, HEARTBEAT_TTL)
         except TransientError as exc:
             self._store_outage.failed(exc)
 
