@@ -53,6 +53,7 @@ def write_config(
     checkpoint.update(sections.pop("checkpoint", {}))
     sink = {"urls": [es_url], "bulk": {"flush_interval_ms": 50}, "max_backoff": 2}
     sink.update(sections.pop("sink", {}))
+    sections.setdefault("metrics", {"host": "127.0.0.1", "port": 0})
     data = {
         "name": name,
         "source": source,
