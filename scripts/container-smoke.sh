@@ -393,6 +393,60 @@ run_loadgen() {
     note "$(index_state | wc -l) documents match the table after the load"
 }
 
+# Process ids below $1, children first-level and deeper.
+descendants() {
+    local child
+    for child in $(pgrep -P "$1"); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+# `cdc run` without --until-caught-up, as the image's default command: a row inserted while it
+# runs must reach the index, and SIGTERM (what `docker stop` sends) must stop it with exit 0.
+# buildah kills its child on SIGTERM instead of passing the signal on, so the signal goes to the
+# connector's own process (chroot isolation shares the host's process ids).
+live_then_sigterm() {
+    local out=$work/live.log
+    in_ctr cdc-entrypoint run --config /etc/cdc/connector.yaml >"$out" 2>&1 &
+    local runner=$!
+    # On a failure below, cleanup stops buildah, which kills the connector with it.
+    pids+=("$runner")
+    wait_for 30 grep -q 'resuming from checkpoint' "$out"
+    local connector=
+    local pid
+    for pid in $(descendants "$runner"); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'bin/cdc run'; then
+            connector=$pid
+        fi
+    done
+    [[ -n $connector ]] || {
+        echo "no connector process below buildah ($runner)"
+        return 1
+    }
+    sql shop -e "INSERT INTO customers (email, name) VALUES ('live@example.com', 'Live One')"
+    local id
+    id=$(sql -e "SELECT id FROM shop.customers WHERE email = 'live@example.com'")
+    wait_for 20 osmem "http://$host:$osmem_port/customers/_doc/$id"
+    local stop_start=$SECONDS
+    kill -TERM "$connector"
+    local status=0
+    wait "$runner" || status=$?
+    local kept=()
+    for pid in "${pids[@]}"; do
+        [[ $pid == "$runner" ]] || kept+=("$pid")
+    done
+    pids=("${kept[@]}")
+    cat "$out"
+    [[ $status == 0 ]] || {
+        echo "exit status $status after SIGTERM"
+        return 1
+    }
+    grep -q 'received SIGTERM' "$out"
+    grep -q 'stopped: ' "$out"
+    note "row streamed live; exit 0 $((SECONDS - stop_start))s after SIGTERM"
+}
+
 echo "container smoke test: $image from $base_image (work dir $work)"
 step "tools" install_tools
 step "base image" make_base
@@ -406,4 +460,5 @@ step "secrets from *_FILE" check_secret_files
 step "first run (position only)" first_run
 step "changes reach the index" stream_changes
 step "loadgen, then catch up" run_loadgen
+step "live stream, SIGTERM" live_then_sigterm
 echo "PASS all $step_no steps in $((SECONDS - started_all))s"
