@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ import typer
 
 from cdc.checkpoint import CheckpointStore, FileCheckpointStore
 from cdc.config import ConnectorConfig, load_config
-from cdc.elastic import ElasticSink
+from cdc.elastic import ElasticSink, Interrupted
 from cdc.errors import CdcError
 from cdc.metrics import Metrics
 from cdc.pipeline import Pipeline
@@ -36,6 +37,10 @@ def _root() -> None:
     Every command takes the connector's YAML config with --config.
     """
 
+
+STOP_GRACE_SECONDS = 8.0
+"""After SIGTERM/SIGINT, the longest a stop may take before the connector records the
+acknowledged position and exits anyway."""
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
@@ -100,10 +105,23 @@ def run(
         raise _fail(exc) from None
     setup_logging(cfg.log_format, log_level.upper())
     stop = threading.Event()
+    running: list[Pipeline] = []
+
+    def give_up() -> None:
+        for pipeline in running:
+            pipeline.abandon()
+        logging.shutdown()
+        os._exit(0)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("cdc").info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
+        if not stop.is_set():
+            stop.set()
+            # A stop must finish in bounded time even while a request to an unreachable
+            # cluster waits for its timeout: then record what was acknowledged and exit.
+            watchdog = threading.Timer(STOP_GRACE_SECONDS, give_up)
+            watchdog.daemon = True
+            watchdog.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -126,7 +144,11 @@ def run(
         logging.getLogger("cdc").info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     try:
         pipeline = Pipeline(cfg, sink, store, stop=stop, metrics=metrics)
+        running.append(pipeline)
         stats = pipeline.run(until_caught_up=until_caught_up)
+    except Interrupted:
+        logging.getLogger("cdc").info("stopped before streaming began")
+        return
     except CdcError as exc:
         logging.getLogger("cdc").error("%s", exc)
         raise typer.Exit(1) from None

@@ -134,6 +134,95 @@ class _Outage:
         self.retries = 0
 
 
+class _Recorder:
+    """Writes checkpoints and heartbeats on a thread of its own, so that a slow or unreachable
+    store (a blackholed Redis waits out its socket timeout) never stalls streaming.
+
+    The streaming thread `offer`s the latest acknowledged checkpoint; the recorder writes the
+    newest one it has, retrying with backoff while the store is down. Only this thread uses
+    the store while it runs.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        outage: _Outage,
+        status: Callable[[], dict[str, Any]],
+        on_saved: Callable[[Checkpoint], None],
+    ) -> None:
+        self._store = store
+        self._outage = outage
+        self._status = status
+        self._on_saved = on_saved
+        self._lock = threading.Lock()
+        self._pending: Checkpoint | None = None
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._beat_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="checkpoint-recorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, checkpoint: Checkpoint) -> None:
+        with self._lock:
+            self._pending = checkpoint
+        self._wake.set()
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._closed.is_set():
+            self._wake.wait(timeout=HEARTBEAT_INTERVAL / 2)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            if self._write() and self._beat():
+                backoff = 0.2
+                self._outage.recovered()
+            elif self._closed.wait(backoff * random.uniform(0.5, 1.0)):
+                return
+            else:
+                backoff = min(backoff * 2, 5.0)
+
+    def _write(self) -> bool:
+        with self._lock:
+            checkpoint = self._pending
+        if checkpoint is None:
+            return True
+        try:
+            self._store.save(checkpoint.stamped())
+        except TransientError as exc:
+            self._outage.failed(exc)
+            return False
+        with self._lock:
+            if self._pending is checkpoint:
+                self._pending = None
+        self._on_saved(checkpoint)
+        return True
+
+    def _beat(self) -> bool:
+        if time.monotonic() - self._beat_at < HEARTBEAT_INTERVAL:
+            return True
+        try:
+            self._store.beat(self._status(), HEARTBEAT_TTL)
+        except TransientError as exc:
+            self._outage.failed(exc)
+            return False
+        self._beat_at = time.monotonic()
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Stop the thread and write the last offered checkpoint once more if it is not saved.
+        Returns False when that last write failed or the thread did not finish in time."""
+        self._closed.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+        return self._write()
+
+
 def reached(position: Position, target: Position) -> bool:
     """True if `position` is at or past `target` (same server)."""
     if target.gtid and position.gtid:
@@ -188,6 +277,8 @@ class Pipeline:
         self._acked: Checkpoint | None = None
         self._saved: Checkpoint | None = None
         self._saved_at = 0.0
+        self._offered: Checkpoint | None = None
+        self._offered_at = 0.0
         self._acked_since_save = 0
         m = self.metrics
         self._source_outage = _Outage("MySQL binlog stream", "source", m)
@@ -201,7 +292,7 @@ class Pipeline:
         m.track_lag(self._lag)
         m.track_checkpoint(lambda: self._saved_at)
         self._started_at = time.time()
-        self._beat_at = 0.0
+        self._recorder = _Recorder(store, self._store_outage, self._status_now, self._saved_ok)
         self.last_error: str | None = None
 
     # -- startup ------------------------------------------------------------------------------
@@ -245,11 +336,13 @@ class Pipeline:
         start = self._retry_until_up(lambda: self._start_checkpoint(info, now), self._store_outage)
         self._retry_until_up(lambda: self.sink.ensure_indices(self.cfg.tables), self._sink_outage)
         self._acked = start
-        self._saved = None if start.written_at == 0 else start
+        self._saved = start
         self._saved_at = time.monotonic()
-        # A fresh start records its position at once, so that a restart resumes from here
-        # rather than from a later "now".
-        self._save_checkpoint(force=True)
+        if start.written_at == 0:
+            # A fresh start records its position at once, so that a restart resumes from here
+            # rather than from a later "now".
+            self._retry_until_up(lambda: self.store.save(start.stamped()), self._store_outage)
+        self._recorder.start()
         self._read_position = start.position
         self._read_counter = start.counter
         self._last_commit_counter = start.counter
@@ -282,17 +375,33 @@ class Pipeline:
             self.last_error = str(exc)
             raise
         finally:
-            self._save_checkpoint(force=True)
-            self._final_heartbeat()
+            self._finish()
         return self.stats
 
-    def _final_heartbeat(self) -> None:
-        """Say the connector stopped (kept a while so `cdc status` can show why)."""
+    def _finish(self) -> None:
+        """Write the last acknowledged checkpoint and say the connector stopped (kept a while
+        so `cdc status` can show why)."""
+        self._save_checkpoint(force=True)
+        if not self._recorder.close(timeout=3.0):
+            log.warning(
+                "could not write the final checkpoint to %s; the next start replays from the "
+                "last one written",
+                self.store.describe(),
+            )
+            return
         self.metrics.up.set(0)
         try:
             self.store.beat({**self.status(), "state": "stopped"}, 3600.0)
         except TransientError:
             log.warning("could not record the stop in %s", self.store.describe())
+
+    def abandon(self) -> None:
+        """Last resort when a stop takes too long (a request to a blackholed cluster is still
+        waiting for its timeout): record what was acknowledged, if the store answers quickly,
+        and let the caller exit. Called from another thread; the streaming thread is stuck."""
+        log.warning("stop is taking too long; recording the acknowledged position and exiting")
+        self._save_checkpoint(force=True)
+        self._recorder.close(timeout=1.5)
 
     def _retry_until_up(self, call: Callable[[], Any], outage: _Outage) -> Any:
         delay = 0.2
@@ -341,7 +450,6 @@ class Pipeline:
                 or time.monotonic() - self._batch_started >= flush_interval
             ):
                 self._flush()
-            self._heartbeat()
             if event is None and reader.queue.empty():
                 self._flush()
                 self._save_checkpoint()
@@ -496,39 +604,34 @@ class Pipeline:
             return 0.0
         return max(0.0, time.time() - self._last_event_time)
 
-    def _heartbeat(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._beat_at < HEARTBEAT_INTERVAL:
-            return
-        self._beat_at = now
+    def _status_now(self) -> dict[str, Any]:
         status = self.status()
         self.metrics.up.set(1 if status["state"] == "running" else 0)
-        try:
-            self.store.beat(status, HEARTBEAT_TTL)
-        except TransientError as exc:
-            self._store_outage.failed(exc)
+        return status
+
+    def _saved_ok(self, checkpoint: Checkpoint) -> None:
+        """Called by the recorder thread after a checkpoint was written."""
+        self._saved = checkpoint
+        self._saved_at = time.monotonic()
+        self.stats.checkpoints += 1
 
     def _save_checkpoint(self, force: bool = False) -> None:
+        """Hand the acknowledged checkpoint to the recorder when one is due: at most every
+        `interval_ms` or `max_transactions`, and always when forced (shutdown)."""
         acked = self._acked
-        if acked is None or acked == self._saved:
+        if acked is None or acked == self._offered:
             return
         due = (
             force
             or self._acked_since_save >= self.cfg.checkpoint.max_transactions
-            or (time.monotonic() - self._saved_at) * 1000 >= self.cfg.checkpoint.interval_ms
+            or (time.monotonic() - self._offered_at) * 1000 >= self.cfg.checkpoint.interval_ms
         )
         if not due:
             return
-        try:
-            self.store.save(acked.stamped())
-        except TransientError as exc:
-            self._store_outage.failed(exc)
-            return
-        self._store_outage.recovered()
-        self._saved = acked
-        self._saved_at = time.monotonic()
+        self._recorder.offer(acked)
+        self._offered = acked
+        self._offered_at = time.monotonic()
         self._acked_since_save = 0
-        self.stats.checkpoints += 1
 
     def _shutdown_flush(self) -> None:
         """On stop, send what is pending (bounded by the stop event: the sink gives up when
