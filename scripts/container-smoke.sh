@@ -171,12 +171,28 @@ make_base() {
 }
 
 build_image() {
+    # The build context is a copy of what the image is built from, taken at once: others may
+    # edit the tree during the build, and the image is compared with exactly what it was given.
+    local context=$work/context
+    mkdir -p "$context"
+    cp -a pyproject.toml README.md .dockerignore cdc docker "$context"/
     # Docker's image format: the OCI format has no HEALTHCHECK and buildah would drop it.
-    buildah bud --layers --isolation chroot --format docker \
+    (cd "$context" && buildah bud --layers --isolation chroot --format docker \
         --build-arg BASE="$base_image" \
         --volume "$ca_bundle:$ca_bundle:ro" \
-        -f docker/Dockerfile -t "$image" .
-    note "$(buildah images --format '{{.Size}}' "$image" | head -n 1)"
+        -f docker/Dockerfile -t "$image" .)
+    # A layer cache must never hand out older code than it was given.
+    local probe
+    probe=$(buildah from "$image")
+    local installed
+    installed=$(buildah run --isolation chroot "$probe" -- \
+        sh -c 'cd /opt/cdc/lib/python3*/site-packages/cdc && md5sum ./*.py') || true
+    buildah rm "$probe" >/dev/null
+    diff <(echo "$installed") <(cd "$context/cdc" && md5sum ./*.py) || {
+        echo "the image's cdc package differs from the cdc/ it was built from (diff above)"
+        return 1
+    }
+    note "$(buildah images --format '{{.Size}}' "$image" | head -n 1), code as given"
 }
 
 start_servers() {
