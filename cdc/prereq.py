@@ -1,0 +1,829 @@
+"""Prerequisite checks of the source server, run before streaming and by `cdc check`.
+
+`check_source` inspects the server's settings and the connected user's privileges and returns
+one `Check` per prerequisite; `check_position` says whether a stored position can still be
+streamed from (not purged, not from another server's history). `require` turns the fatal
+failures among them into one exception whose message is a single paragraph naming every
+problem and its fix, so the operator fixes everything in one round instead of one per restart.
+
+Each check only reads: it runs SHOW statements and reads global variables, nothing else.
+A lost connection while checking raises `SourceUnavailable` (transient); everything the
+server says about itself becomes a `Check`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from cdc.binlog import ServerInfo, translate_error
+from cdc.errors import PositionError, PrerequisiteError
+from cdc.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.position import Position
+
+log = logging.getLogger(__name__)
+
+POSITION_CHECK = "position"
+"""The `Check.name` of `check_position`; `require` raises `PositionError` for it."""
+
+_RESET_FIX = "run `cdc position reset --to now` and re-snapshot the tables (`cdc snapshot --all`)"
+_CONFIG_FILE = "in the [mysqld] section of the server config file so it survives a restart"
+_NEW_SESSIONS = "connections already open keep the old value until they reconnect"
+
+_VARIABLES = (
+    "log_bin",
+    "binlog_format",
+    "binlog_row_image",
+    "binlog_row_metadata",
+    "binlog_transaction_compression",
+    "log_bin_compress",
+    "gtid_mode",
+    "enforce_gtid_consistency",
+    "gtid_executed",
+    "gtid_purged",
+    "gtid_binlog_pos",
+    "gtid_binlog_state",
+    "binlog_expire_logs_seconds",
+    "expire_logs_days",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of one prerequisite check.
+
+    `detail` says what was found (and, for a failure, why it matters); `fix` names the exact
+    setting or statement that repairs a failure and is None when `ok`. A failure with
+    `fatal=False` is a warning: the connector works, with a limitation `detail` names.
+    """
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None
+    fatal: bool = True
+
+
+# -- reading the server ------------------------------------------------------------------------
+
+
+def _rows(
+    conn: pymysql.connections.Connection[Any], sql: str, params: Sequence[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return [tuple(row) for row in cur.fetchall()]
+
+
+def _variables(conn: pymysql.connections.Connection[Any]) -> dict[str, str]:
+    """The global variables the checks need; a variable the server lacks is absent."""
+    placeholders = ",".join(["%s"] * len(_VARIABLES))
+    rows = _rows(conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", _VARIABLES)
+    return {str(name).lower(): "" if value is None else str(value) for name, value in rows}
+
+
+def _binary_logs(conn: pymysql.connections.Connection[Any]) -> list[tuple[str, int]]:
+    """(name, size) of every binlog the server still has, oldest first."""
+    return [(str(row[0]), int(row[1])) for row in _rows(conn, "SHOW BINARY LOGS")]
+
+
+def _current_user(conn: pymysql.connections.Connection[Any]) -> str:
+    """The account as a GRANT statement names it, e.g. `'cdc'@'%'`."""
+    rows = _rows(conn, "SELECT CURRENT_USER()")
+    user, _, host = str(rows[0][0]).rpartition("@")
+    return f"'{_sql_quote(user)}'@'{_sql_quote(host)}'"
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "''")
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def _version_tuple(version: str) -> tuple[int, int, int] | None:
+    match = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _check_version(info: ServerInfo) -> Check:
+    found = _version_tuple(info.version)
+    if info.flavor == "mariadb":
+        product, minimum, why = "MariaDB", (10, 5), "binlog_row_metadata arrived in 10.5"
+    else:
+        product, minimum, why = "MySQL", (8, 0), "binlog_row_metadata arrived in 8.0.1"
+    if found is None:
+        return Check(
+            "server_version",
+            False,
+            f"cannot read a version number from {info.version!r}",
+            f"make sure the source is {product} {minimum[0]}.{minimum[1]} or later",
+            fatal=False,
+        )
+    if found[:2] < minimum:
+        return Check(
+            "server_version",
+            False,
+            f"{product} {info.version} is too old: the connector needs "
+            f"{product} {minimum[0]}.{minimum[1]} or later ({why}, and without it column "
+            "names cannot be read from the binlog)",
+            f"upgrade the server to {product} {minimum[0]}.{minimum[1]} or later",
+        )
+    return Check("server_version", True, f"{product} {info.version}", None)
+
+
+def _set_global(name: str, value: str, *, per_session: bool = False) -> str:
+    fix = f"SET GLOBAL {name} = {value}, and {name} = {value} {_CONFIG_FILE}"
+    return f"{fix} ({_NEW_SESSIONS})" if per_session else fix
+
+
+def _check_log_bin(info: ServerInfo, v: dict[str, str]) -> Check:
+    value = v.get("log_bin", "OFF").upper()
+    if value in ("ON", "1"):
+        return Check("log_bin", True, "binary logging is enabled (log_bin is ON)", None)
+    if info.flavor == "mariadb":
+        fix = (
+            "add log_bin = mysql-bin (and a server_id other than 0) to the [mysqld] section of "
+            "the server config file and restart the server; log_bin cannot be set at runtime"
+        )
+    else:
+        fix = (
+            "remove skip-log-bin / disable-log-bin from the server config file or command line "
+            "(MySQL 8 logs by default) and restart the server; log_bin cannot be set at runtime"
+        )
+    return Check(
+        "log_bin",
+        False,
+        f"binary logging is disabled (log_bin is {value}), so there is no binlog to stream",
+        fix,
+    )
+
+
+def _check_equals(v: dict[str, str], name: str, wanted: str, why: str) -> Check:
+    value = v.get(name, "")
+    if value.upper() == wanted:
+        return Check(name, True, f"{name} is {value}", None)
+    shown = value or "not set"
+    return Check(
+        name,
+        False,
+        f"{name} is {shown}; the connector needs {wanted} {why}",
+        _set_global(name, wanted, per_session=True),
+    )
+
+
+def _check_row_metadata(info: ServerInfo, v: dict[str, str]) -> Check:
+    why = (
+        "so that every row event carries its table's column names: otherwise rows written "
+        "before an ALTER TABLE are decoded with today's columns or as UNKNOWN_COLn"
+    )
+    value = v.get("binlog_row_metadata")
+    if value is None:
+        first = "MariaDB 10.5" if info.flavor == "mariadb" else "MySQL 8.0.1"
+        return Check(
+            "binlog_row_metadata",
+            False,
+            f"the server has no binlog_row_metadata setting (it arrived in {first}); the "
+            f"connector needs binlog_row_metadata = FULL {why}",
+            f"upgrade the server to {first} or later and set binlog_row_metadata = FULL",
+        )
+    if value.upper() == "FULL":
+        return Check("binlog_row_metadata", True, f"binlog_row_metadata is {value}", None)
+    return Check(
+        "binlog_row_metadata",
+        False,
+        f"binlog_row_metadata is {value}; the connector needs FULL {why}",
+        _set_global("binlog_row_metadata", "FULL"),
+    )
+
+
+def _check_compression(info: ServerInfo, v: dict[str, str]) -> Check:
+    if info.flavor == "mariadb":
+        name, what, per_session = "log_bin_compress", "compressed binlog events", False
+    else:
+        name, what, per_session = (
+            "binlog_transaction_compression",
+            "compressed transaction payloads",
+            True,
+        )
+    value = v.get(name)
+    if value is None:
+        return Check("binlog_compression", True, f"the server has no {name} setting", None)
+    if value.upper() in ("OFF", "0"):
+        return Check("binlog_compression", True, f"{name} is {value}", None)
+    fix = (
+        f"{_set_global(name, 'OFF', per_session=per_session)}; binlogs written while it was ON "
+        f"stay unreadable, so if the stored position lies in them, {_RESET_FIX}"
+    )
+    return Check(
+        "binlog_compression",
+        False,
+        f"{name} is {value}; the binlog library the connector uses cannot read {what}",
+        fix,
+    )
+
+
+def _check_gtid_mode(info: ServerInfo, v: dict[str, str]) -> Check:
+    if info.flavor == "mariadb":
+        current = v.get("gtid_binlog_pos") or "none yet"
+        return Check(
+            "gtid_mode",
+            True,
+            f"MariaDB writes a GTID for every transaction (gtid_binlog_pos is {current})",
+            None,
+        )
+    mode = v.get("gtid_mode", "OFF").upper()
+    enforce = v.get("enforce_gtid_consistency", "OFF").upper()
+    found = f"gtid_mode is {mode}, enforce_gtid_consistency is {enforce}"
+    if mode == "ON" and enforce == "ON":
+        return Check("gtid_mode", True, found, None)
+    return Check(
+        "gtid_mode",
+        False,
+        f"{found}: the connector works, but keeps its position as a binlog file and offset, "
+        "which does not survive a failover to another server",
+        "SET GLOBAL enforce_gtid_consistency = ON, then SET GLOBAL gtid_mode = OFF_PERMISSIVE, "
+        "ON_PERMISSIVE and ON one step at a time (before ON, wait until "
+        "Ongoing_anonymous_transaction_count is 0), and gtid_mode = ON and "
+        f"enforce_gtid_consistency = ON {_CONFIG_FILE}",
+        fatal=False,
+    )
+
+
+def _tagged_gtids(gtid_set: str) -> list[str]:
+    """The `uuid:tag:...` entries of a MySQL GTID set (MySQL 8.4 tags start with a letter)."""
+    tagged = []
+    for item in gtid_set.split(","):
+        parts = [part.strip() for part in item.split(":")[1:]]
+        if any(part[:1].isalpha() or part[:1] == "_" for part in parts):
+            tagged.append(item.strip())
+    return tagged
+
+
+def _check_tagged_gtids(v: dict[str, str]) -> Check:
+    tagged = _tagged_gtids(v.get("gtid_executed", ""))
+    if not tagged:
+        return Check("tagged_gtids", True, "gtid_executed holds no tagged GTIDs", None)
+    shown = ", ".join(tagged[:3]) + (f" and {len(tagged) - 3} more" if len(tagged) > 3 else "")
+    return Check(
+        "tagged_gtids",
+        False,
+        f"gtid_executed holds tagged GTIDs ({shown}); MySQL 8.4's uuid:tag:N form cannot be "
+        "read by the binlog library the connector uses, so it cannot track its position on "
+        "this server",
+        "stop assigning tagged GTIDs (SET gtid_next = 'AUTOMATIC:<tag>' or "
+        "'<uuid>:<tag>:<n>'); the tagged GTIDs already in gtid_executed stay there until the "
+        "server's GTID history is reset (RESET BINARY LOGS AND GTIDS), and until then this "
+        "server cannot be a source",
+    )
+
+
+# -- privileges --------------------------------------------------------------------------------
+
+_QUOTED = r"`(?:[^`]|``)*`"
+_GRANT_RE = re.compile(
+    rf"GRANT\s+(?P<privileges>(?:[^`]|{_QUOTED})+?)\s+ON\s+"
+    r"(?:(?P<routine>FUNCTION|PROCEDURE|PACKAGE\s+BODY|PACKAGE)\s+|TABLE\s+)?"
+    rf"(?P<db>\*|{_QUOTED})\.(?P<table>\*|{_QUOTED})\s+TO\s",
+    re.IGNORECASE | re.DOTALL,
+)
+_ALL = "ALL PRIVILEGES"
+# Names the server accepts for the same privilege; SHOW GRANTS prints the first of each.
+_ALIASES = {
+    "ALL": _ALL,
+    "REPLICATION REPLICA": "REPLICATION SLAVE",
+    "REPLICATION CLIENT": "BINLOG MONITOR",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """Table-wide privileges on `db`.`table`; None means `*` (every database or table)."""
+
+    privileges: frozenset[str]
+    db: str | None
+    table: str | None
+
+
+def _unquote(name: str) -> str | None:
+    return None if name == "*" else name[1:-1].replace("``", "`")
+
+
+def _split_privileges(text: str) -> list[str]:
+    """Split on commas outside column lists and quotes: `SELECT (a, b), INSERT`."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quoted = False
+    for ch in text:
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == "," and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def _parse_grants(lines: Iterable[str]) -> list[_Grant]:
+    """Table-wide privileges from SHOW GRANTS lines; role, proxy and routine grants and
+    column-level privileges are left out (they grant nothing the connector needs)."""
+    grants = []
+    for line in lines:
+        match = _GRANT_RE.match(line.strip())
+        if match is None or match["routine"]:
+            continue
+        privileges = set()
+        for part in _split_privileges(match["privileges"]):
+            if "(" in part:
+                continue
+            name = " ".join(part.split()).upper()
+            privileges.add(_ALIASES.get(name, name))
+        grants.append(
+            _Grant(frozenset(privileges), _unquote(match["db"]), _unquote(match["table"]))
+        )
+    return grants
+
+
+def _grant_lines(conn: pymysql.connections.Connection[Any], info: ServerInfo) -> list[str]:
+    """SHOW GRANTS of the connected user including the roles active in this session."""
+    if info.flavor == "mariadb":
+        # MariaDB's plain SHOW GRANTS adds the privileges of the current role.
+        return [str(row[0]) for row in _rows(conn, "SHOW GRANTS")]
+    roles = str(_rows(conn, "SELECT CURRENT_ROLE()")[0][0] or "NONE")
+    sql = "SHOW GRANTS FOR CURRENT_USER()"
+    if roles.upper() != "NONE":
+        # MySQL lists a role's privileges only when asked USING it; CURRENT_ROLE() prints the
+        # active roles already quoted as that clause wants them.
+        sql += f" USING {roles}"
+    return [str(row[0]) for row in _rows(conn, sql)]
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """A database name in a grant is a LIKE pattern: `_` and `%` are wildcards, `\\` escapes."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def _grants_in(grants: Sequence[_Grant], schema: str, privilege: str) -> list[_Grant]:
+    return [
+        g
+        for g in grants
+        if (privilege in g.privileges or _ALL in g.privileges)
+        and (g.db is None or _like(g.db).fullmatch(schema))
+    ]
+
+
+def _check_replication_privileges(info: ServerInfo, grants: Sequence[_Grant], user: str) -> Check:
+    global_privileges = set().union(*(g.privileges for g in grants if g.db is None))
+    client = "BINLOG MONITOR" if info.flavor == "mariadb" else "REPLICATION CLIENT"
+    needed = {
+        "REPLICATION SLAVE": "to read the binlog stream",
+        client: "to list binlogs and read the server's binlog position",
+    }
+    if _ALL in global_privileges:
+        missing: list[str] = []
+    else:
+        # SUPER still allows SHOW BINARY LOGS / SHOW MASTER STATUS on the servers that have it.
+        has_client = bool(global_privileges & {"BINLOG MONITOR", "SUPER"})
+        missing = [p for p in needed if p not in global_privileges]
+        if has_client and client in missing:
+            missing.remove(client)
+    if not missing:
+        return Check(
+            "replication_privileges", True, f"{user} has {' and '.join(needed)} on *.*", None
+        )
+    reasons = "; ".join(f"{p} {needed[p]}" for p in missing)
+    return Check(
+        "replication_privileges",
+        False,
+        f"{user} lacks {' and '.join(missing)} on *.* (the connector needs {reasons})",
+        f"GRANT {', '.join(missing)} ON *.* TO {user}",
+    )
+
+
+def _check_select(grants: Sequence[_Grant], schemas: Sequence[str], user: str) -> Check:
+    wanted = sorted(set(schemas))
+    if not wanted:
+        return Check("select_privilege", True, "no mapped schemas to check", None)
+    why = "to snapshot tables and read their column definitions"
+    global_select = any(
+        g.db is None and g.table is None and ({"SELECT", _ALL} & g.privileges) for g in grants
+    )
+    if global_select:
+        return Check("select_privilege", True, f"{user} may SELECT in every schema", None)
+    missing: list[str] = []
+    uncertain: list[str] = []
+    for schema in wanted:
+        if any(ch in schema for ch in "*?["):
+            # A pattern can only be proven covered by a global grant, which was not found.
+            uncertain.append(schema)
+            continue
+        found = _grants_in(grants, schema, "SELECT")
+        if any(g.table is None for g in found):
+            continue
+        (uncertain if found else missing).append(schema)
+    if not missing and not uncertain:
+        return Check("select_privilege", True, f"{user} may SELECT in {', '.join(wanted)}", None)
+    problems = []
+    if missing:
+        problems.append(f"has no SELECT privilege in {', '.join(missing)}")
+    if uncertain:
+        problems.append(
+            f"may SELECT only in some tables of {', '.join(uncertain)} (or the schema is a "
+            "pattern), so not every mapped table is known to be readable"
+        )
+    grants_needed = [
+        f"GRANT SELECT ON `{schema.replace('`', '``')}`.* TO {user}"
+        for schema in missing + uncertain
+        if not any(ch in schema for ch in "*?[")
+    ]
+    if any(any(ch in schema for ch in "*?[") for schema in uncertain):
+        grants_needed.append(f"GRANT SELECT ON *.* TO {user} (for schema patterns)")
+    return Check(
+        "select_privilege",
+        False,
+        f"{user} {' and '.join(problems)}; the connector needs SELECT {why}",
+        "; ".join(grants_needed),
+        fatal=bool(missing),
+    )
+
+
+def check_source(
+    conn: pymysql.connections.Connection[Any], info: ServerInfo, schemas: Sequence[str]
+) -> list[Check]:
+    """Check the source server's settings and the connected user's privileges.
+
+    Returns, in this order: server_version, log_bin, binlog_format, binlog_row_image,
+    binlog_row_metadata, binlog_compression, gtid_mode, tagged_gtids (MySQL only),
+    replication_privileges, select_privilege (SELECT in each of `schemas`, globally or per
+    schema). A lost connection raises `SourceUnavailable`; other server errors `CdcError`.
+    """
+    try:
+        v = _variables(conn)
+        user = _current_user(conn)
+        grants = _parse_grants(_grant_lines(conn, info))
+    except pymysql.err.MySQLError as exc:
+        raise translate_error(exc, "checking the source server") from exc
+    checks = [
+        _check_version(info),
+        _check_log_bin(info, v),
+        _check_equals(
+            v,
+            "binlog_format",
+            "ROW",
+            "because only row events say which rows changed",
+        ),
+        _check_equals(
+            v,
+            "binlog_row_image",
+            "FULL",
+            "because every document is indexed from the complete row, which other images "
+            "leave partly empty",
+        ),
+        _check_row_metadata(info, v),
+        _check_compression(info, v),
+        _check_gtid_mode(info, v),
+    ]
+    if info.flavor == "mysql":
+        checks.append(_check_tagged_gtids(v))
+    checks.append(_check_replication_privileges(info, grants, user))
+    checks.append(_check_select(grants, schemas, user))
+    return checks
+
+
+# -- position ----------------------------------------------------------------------------------
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} hours"
+    return f"{seconds:.0f} seconds"
+
+
+def _expiry(v: dict[str, str]) -> str:
+    seconds = int(float(v.get("binlog_expire_logs_seconds") or 0))
+    days = float(v.get("expire_logs_days") or 0)
+    if seconds > 0:
+        return f"binlogs expire after {_duration(seconds)} (binlog_expire_logs_seconds)"
+    if days > 0:
+        return f"binlogs expire after {_duration(days * 86400)} (expire_logs_days)"
+    return "binlogs never expire by age (binlog_expire_logs_seconds is 0)"
+
+
+def _horizon(v: dict[str, str], logs: Sequence[tuple[str, int]]) -> str:
+    """How long the server keeps binlogs, for the operator to compare with possible outages."""
+    if not logs:
+        return "the server lists no binlogs"
+    total = sum(size for _, size in logs)
+    files = "1 binlog" if len(logs) == 1 else f"{len(logs)} binlogs"
+    return f"the server keeps {files} ({_size(total)}, oldest {logs[0][0]}); {_expiry(v)}"
+
+
+def _purged(v: dict[str, str]) -> str:
+    return f"those changes can never be streamed; {_expiry(v)}"
+
+
+_PURGED_FIX = (
+    f"{_RESET_FIX}; to keep it from happening again, keep binlogs longer than the connector may "
+    "ever be stopped (binlog_expire_logs_seconds)"
+)
+
+
+def _binlog_number(name: str) -> tuple[str, int] | None:
+    base, dot, number = name.rpartition(".")
+    return (base, int(number)) if dot and number.isdigit() else None
+
+
+def _position_check(ok: bool, detail: str, fix: str | None = None) -> Check:
+    return Check(POSITION_CHECK, ok, detail, None if ok else fix)
+
+
+def _mariadb_entries(text: str) -> list[tuple[int, int, int]]:
+    """(domain, server, seq) of a MariaDB GTID state, which may hold several servers per
+    domain (unlike a position)."""
+    entries = []
+    for item in re.findall(r"\d+-\d+-\d+", text):
+        gtid = MariadbGtidList.parse(item)
+        domain = gtid.domains()[0]
+        server, seq = gtid.get(domain) or (0, 0)
+        entries.append((domain, server, seq))
+    return entries
+
+
+def _oldest_gtid_list(conn: pymysql.connections.Connection[Any], oldest: str) -> str | None:
+    """The Gtid_list event of a MariaDB binlog: the GTID state when the file was started."""
+    rows = _rows(conn, "SHOW BINLOG EVENTS IN %s LIMIT 5", (oldest,))
+    for row in rows:
+        if str(row[2]) == "Gtid_list":
+            return str(row[5]).strip().strip("[]")
+    return None
+
+
+def _check_mariadb_position(conn: pymysql.connections.Connection[Any], position: Position) -> Check:
+    wanted = MariadbGtidList.parse(position.gtid)
+    v = _variables(conn)
+    logs = _binary_logs(conn)
+    horizon = _horizon(v, logs)
+    state = _mariadb_entries(v.get("gtid_binlog_state", ""))
+    last_by_server = {(d, s): seq for d, s, seq in state}
+    last_by_domain: dict[int, int] = {}
+    for d, _, seq in state:
+        last_by_domain[d] = max(seq, last_by_domain.get(d, 0))
+
+    unknown = []
+    for domain in wanted.domains():
+        server, seq = wanted.get(domain) or (0, 0)
+        last = last_by_server.get((domain, server))
+        if last is None or seq > last:
+            unknown.append(f"{domain}-{server}-{seq}")
+    if unknown:
+        return _position_check(
+            False,
+            f"position {position.describe()} is unknown to this server: its binlogs never held "
+            f"{', '.join(unknown)} (gtid_binlog_state is "
+            f"{v.get('gtid_binlog_state') or 'empty'}); the position was taken on another "
+            "server, or this server's binlog history was reset or has diverged",
+            "check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+
+    start_text = _oldest_gtid_list(conn, logs[0][0]) if logs else None
+    if start_text is None:
+        return Check(
+            POSITION_CHECK,
+            False,
+            f"cannot tell whether position {position.describe()} was purged: the oldest "
+            f"binlog has no Gtid_list event in its first events; {horizon}",
+            "none needed if streaming starts; if it fails with error 1236, " + _RESET_FIX,
+            fatal=False,
+        )
+    start: dict[int, int] = {}
+    for d, _, seq in _mariadb_entries(start_text):
+        start[d] = max(seq, start.get(d, 0))
+    gone = []
+    for domain, first_kept in sorted(start.items()):
+        applied = (wanted.get(domain) or (0, 0))[1]
+        if applied < first_kept:
+            gone.append(f"domain {domain} seq {applied + 1} to {first_kept}")
+    if gone:
+        return _position_check(
+            False,
+            f"position {position.describe()} was purged: the server no longer has the "
+            f"transactions after it ({'; '.join(gone)}); the oldest binlog, {logs[0][0]}, "
+            f"starts after {start_text or 'nothing'}; {_purged(v)}",
+            _PURGED_FIX,
+        )
+    behind = sum(
+        last - (wanted.get(domain) or (0, 0))[1] for domain, last in last_by_domain.items()
+    )
+    return _position_check(
+        True,
+        f"position {position.describe()} is still in the binlogs, {behind} transactions "
+        f"behind the server; {horizon}",
+    )
+
+
+def _check_mysql_gtid_position(
+    conn: pymysql.connections.Connection[Any], position: Position, v: dict[str, str]
+) -> Check:
+    wanted = MysqlGtidSet.parse(position.gtid)
+    executed = MysqlGtidSet.parse(v.get("gtid_executed", ""))
+    purged = MysqlGtidSet.parse(v.get("gtid_purged", ""))
+    logs = _binary_logs(conn)
+    horizon = _horizon(v, logs)
+    extra = wanted.difference(executed)
+    if extra:
+        return _position_check(
+            False,
+            f"position {_shorten(position.describe())} holds transactions this server never "
+            f"executed ({_shorten(str(extra))}); the position was taken on another server, or "
+            "this server's history was reset or has diverged",
+            "check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+    unread = executed.difference(wanted)
+    gone = unread.intersection(purged)
+    if gone:
+        oldest = logs[0][0] if logs else "none"
+        return _position_check(
+            False,
+            f"position {_shorten(position.describe())} was purged: the server no longer has "
+            f"transactions the connector has not read yet ({_shorten(str(gone))}, "
+            f"{gone.count()} in all; oldest binlog {oldest}); {_purged(v)}",
+            _PURGED_FIX,
+        )
+    return _position_check(
+        True,
+        f"position {_shorten(position.describe())} is still in the binlogs, "
+        f"{unread.count()} transactions behind the server; {horizon}",
+    )
+
+
+def _check_file_position(
+    conn: pymysql.connections.Connection[Any], position: Position, v: dict[str, str]
+) -> Check:
+    logs = _binary_logs(conn)
+    horizon = _horizon(v, logs)
+    if not position.file or position.offset is None:
+        return _position_check(
+            False,
+            f"position {position.describe()} names neither a GTID set nor a binlog file and offset",
+            _RESET_FIX,
+        )
+    if not logs:
+        return _position_check(False, "the server lists no binlogs", _RESET_FIX)
+    sizes = dict(logs)
+    span = f"the server has {logs[0][0]} to {logs[-1][0]}"
+    number = _binlog_number(position.file)
+    first, last = _binlog_number(logs[0][0]), _binlog_number(logs[-1][0])
+    if number is None or first is None or last is None or number[0] != first[0]:
+        return _position_check(
+            False,
+            f"binlog {position.file} of position {position.describe()} is not one of this "
+            f"server's binlogs ({span}); the position was taken on another server",
+            f"check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+    # Compare numbers, not names: bin.9 comes before bin.10.
+    if number[1] < first[1]:
+        return _position_check(
+            False,
+            f"position {position.describe()} was purged: binlog {position.file} is gone and "
+            f"the oldest binlog is {logs[0][0]}; {_purged(v)}",
+            _PURGED_FIX,
+        )
+    if number[1] > last[1]:
+        return _position_check(
+            False,
+            f"position {position.describe()} is unknown to this server: binlog "
+            f"{position.file} is newer than its newest binlog ({span}); the position was "
+            "taken on another server or the binlogs were reset",
+            f"check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+    if position.file not in sizes:
+        return _position_check(
+            False,
+            f"binlog {position.file} of position {position.describe()} is missing although "
+            f"older and newer binlogs exist ({span}); it was deleted by hand",
+            _RESET_FIX,
+        )
+    if position.offset > sizes[position.file]:
+        return _position_check(
+            False,
+            f"position {position.describe()} lies beyond the end of {position.file} "
+            f"({sizes[position.file]} bytes); the position was taken on another server",
+            f"check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+    return _position_check(True, f"position {position.describe()} is still there; {horizon}")
+
+
+def check_position(
+    conn: pymysql.connections.Connection[Any], info: ServerInfo, position: Position
+) -> Check:
+    """Can streaming resume from `position` on this server? One Check named "position".
+
+    MariaDB: every (domain, server) of the position must be in `gtid_binlog_state` with at
+    least its sequence number (else unknown), and no domain may be below where the oldest
+    binlog's Gtid_list starts (else purged); the binlog file is not looked at, the GTID wins.
+    MySQL with a GTID set: it must be a subset of `gtid_executed` (else unknown) and no
+    transaction after it may be in `gtid_purged` (else purged). MySQL without one: the file
+    must still be listed by SHOW BINARY LOGS. A passing check's detail reports how far behind
+    the position is and how long the server keeps binlogs. A lost connection raises
+    `SourceUnavailable`; any other error is a failed check.
+    """
+    if position.flavor != info.flavor:
+        return _position_check(
+            False,
+            f"position {position.describe()} was taken on a {position.flavor} server, but "
+            f"the source is {info.flavor}",
+            f"check that source.host names the server the position was taken from; if it "
+            f"does, {_RESET_FIX}",
+        )
+    try:
+        if info.flavor == "mariadb":
+            return _check_mariadb_position(conn, position)
+        v = _variables(conn)
+        if not position.gtid:
+            return _check_file_position(conn, position, v)
+        if v.get("gtid_mode", "OFF").upper() == "OFF":
+            return _position_check(
+                False,
+                f"position {_shorten(position.describe())} is a GTID set, but the server runs "
+                "with gtid_mode OFF and cannot stream from one",
+                "turn gtid_mode back on (see the gtid_mode check), or " + _RESET_FIX,
+            )
+        return _check_mysql_gtid_position(conn, position, v)
+    except pymysql.err.MySQLError as exc:
+        error = translate_error(exc, "checking the position")
+        if error.transient:
+            raise error from exc
+        return _position_check(
+            False, error.message, error.hint or "fix the failures `cdc check` reports"
+        )
+    except PositionError as exc:
+        return _position_check(False, exc.message, exc.hint or _RESET_FIX)
+
+
+def require(checks: Sequence[Check]) -> None:
+    """Raise unless every fatal check passed; warnings are logged.
+
+    The exception's message is one paragraph listing every fatal failure with its fix. It is
+    a `PositionError` when the position check is the only kind of failure and a
+    `PrerequisiteError` otherwise (server settings come first: resetting the position does
+    not help while they are wrong).
+    """
+    for check in checks:
+        if not check.ok and not check.fatal:
+            log.warning("%s: %s (fix: %s)", check.name, check.detail, check.fix)
+    failures = [c for c in checks if not c.ok and c.fatal]
+    if not failures:
+        return
+    only_position = all(c.name == POSITION_CHECK for c in failures)
+    head = (
+        "The stored position cannot be used"
+        if only_position
+        else "The source server does not meet the connector's prerequisites"
+    )
+    items = [f"{c.detail}. Fix: {c.fix or 'see above'}." for c in failures]
+    if len(items) == 1:
+        message = f"{head}: {items[0]}"
+    else:
+        numbered = " ".join(f"({i}) {item}" for i, item in enumerate(items, 1))
+        message = f"{head} ({len(items)} problems): {numbered}"
+    raise (PositionError if only_position else PrerequisiteError)(message)
