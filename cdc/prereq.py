@@ -293,7 +293,9 @@ _GRANT_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _ALL = "ALL PRIVILEGES"
-# Names the server accepts for the same privilege; SHOW GRANTS prints the first of each.
+# Other names of the same privilege. MariaDB 10.5+ made REPLICATION CLIENT an alias of
+# BINLOG MONITOR, which is what it needs for SHOW BINARY LOGS; MySQL's REPLICATION CLIENT
+# allows the same statements, so both flavors are checked under one name.
 _ALIASES = {
     "ALL": _ALL,
     "REPLICATION REPLICA": "REPLICATION SLAVE",
@@ -344,8 +346,8 @@ def _parse_grants(lines: Iterable[str]) -> list[_Grant]:
             continue
         privileges = set()
         for part in _split_privileges(match["privileges"]):
-            if "(" in part:
-                continue
+            # A column-level privilege keeps its column list, e.g. "SELECT (`ID`)", so it never
+            # equals the table-wide name a check looks for.
             name = " ".join(part.split()).upper()
             privileges.add(_ALIASES.get(name, name))
         grants.append(
@@ -393,76 +395,73 @@ def _grants_in(grants: Sequence[_Grant], schema: str, privilege: str) -> list[_G
 
 
 def _check_replication_privileges(info: ServerInfo, grants: Sequence[_Grant], user: str) -> Check:
-    global_privileges = set().union(*(g.privileges for g in grants if g.db is None))
+    held = set().union(*(g.privileges for g in grants if g.db is None))
     client = "BINLOG MONITOR" if info.flavor == "mariadb" else "REPLICATION CLIENT"
-    needed = {
-        "REPLICATION SLAVE": "to read the binlog stream",
-        client: "to list binlogs and read the server's binlog position",
-    }
-    if _ALL in global_privileges:
-        missing: list[str] = []
-    else:
-        # SUPER still allows SHOW BINARY LOGS / SHOW MASTER STATUS on the servers that have it.
-        has_client = bool(global_privileges & {"BINLOG MONITOR", "SUPER"})
-        missing = [p for p in needed if p not in global_privileges]
-        if has_client and client in missing:
-            missing.remove(client)
+    # SUPER still allows SHOW BINARY LOGS / SHOW MASTER STATUS on the servers that have it.
+    needed = [
+        ("REPLICATION SLAVE", {"REPLICATION SLAVE"}, "to read the binlog stream"),
+        (client, {"BINLOG MONITOR", "SUPER"}, "to list binlogs and read the binlog position"),
+    ]
+    missing = [(name, why) for name, grants_it, why in needed if not held & (grants_it | {_ALL})]
     if not missing:
-        return Check(
-            "replication_privileges", True, f"{user} has {' and '.join(needed)} on *.*", None
-        )
-    reasons = "; ".join(f"{p} {needed[p]}" for p in missing)
+        names = " and ".join(name for name, _, _ in needed)
+        return Check("replication_privileges", True, f"{user} has {names} on *.*", None)
+    reasons = "; ".join(f"{name} {why}" for name, why in missing)
     return Check(
         "replication_privileges",
         False,
-        f"{user} lacks {' and '.join(missing)} on *.* (the connector needs {reasons})",
-        f"GRANT {', '.join(missing)} ON *.* TO {user}",
+        f"{user} lacks {' and '.join(name for name, _ in missing)} on *.* (the connector needs "
+        f"{reasons})",
+        f"GRANT {', '.join(name for name, _ in missing)} ON *.* TO {user}",
     )
+
+
+def _is_pattern(schema: str) -> bool:
+    return any(ch in schema for ch in "*?[")
 
 
 def _check_select(grants: Sequence[_Grant], schemas: Sequence[str], user: str) -> Check:
     wanted = sorted(set(schemas))
     if not wanted:
         return Check("select_privilege", True, "no mapped schemas to check", None)
-    why = "to snapshot tables and read their column definitions"
     global_select = any(
         g.db is None and g.table is None and ({"SELECT", _ALL} & g.privileges) for g in grants
     )
     if global_select:
         return Check("select_privilege", True, f"{user} may SELECT in every schema", None)
     missing: list[str] = []
-    uncertain: list[str] = []
+    partial: list[str] = []
+    # Only a global grant, which is absent, proves SELECT in every schema a pattern matches.
+    patterns = [schema for schema in wanted if _is_pattern(schema)]
     for schema in wanted:
-        if any(ch in schema for ch in "*?["):
-            # A pattern can only be proven covered by a global grant, which was not found.
-            uncertain.append(schema)
+        if _is_pattern(schema):
             continue
         found = _grants_in(grants, schema, "SELECT")
-        if any(g.table is None for g in found):
-            continue
-        (uncertain if found else missing).append(schema)
-    if not missing and not uncertain:
+        if not any(g.table is None for g in found):
+            (partial if found else missing).append(schema)
+    if not missing and not partial and not patterns:
         return Check("select_privilege", True, f"{user} may SELECT in {', '.join(wanted)}", None)
     problems = []
     if missing:
         problems.append(f"has no SELECT privilege in {', '.join(missing)}")
-    if uncertain:
+    if partial:
+        problems.append(f"may SELECT only in some tables of {', '.join(partial)}")
+    if patterns:
         problems.append(
-            f"may SELECT only in some tables of {', '.join(uncertain)} (or the schema is a "
-            "pattern), so not every mapped table is known to be readable"
+            f"has no global SELECT to cover every schema matching {', '.join(patterns)}"
         )
     grants_needed = [
-        f"GRANT SELECT ON `{schema.replace('`', '``')}`.* TO {user}"
-        for schema in missing + uncertain
-        if not any(ch in schema for ch in "*?[")
+        f"GRANT SELECT ON `{schema.replace('`', '``')}`.* TO {user}" for schema in missing + partial
     ]
-    if any(any(ch in schema for ch in "*?[") for schema in uncertain):
-        grants_needed.append(f"GRANT SELECT ON *.* TO {user} (for schema patterns)")
+    if patterns:
+        grants_needed.append(f"GRANT SELECT ON *.* TO {user}")
     return Check(
         "select_privilege",
         False,
-        f"{user} {' and '.join(problems)}; the connector needs SELECT {why}",
+        f"{user} {' and '.join(problems)}; the connector needs SELECT on every mapped table to "
+        "snapshot it and read its column definitions",
         "; ".join(grants_needed),
+        # Table or pattern grants may well cover every mapped table: warn, do not refuse.
         fatal=bool(missing),
     )
 
@@ -628,7 +627,7 @@ def _check_mariadb_position(conn: pymysql.connections.Connection[Any], position:
             False,
             f"cannot tell whether position {position.describe()} was purged: the oldest "
             f"binlog has no Gtid_list event in its first events; {horizon}",
-            "none needed if streaming starts; if it fails with error 1236, " + _RESET_FIX,
+            "if streaming then fails with error 1236, " + _RESET_FIX,
             fatal=False,
         )
     start: dict[int, int] = {}
