@@ -16,6 +16,7 @@ import typer
 
 from cdc.checkpoint import CheckpointStore, FileCheckpointStore
 from cdc.config import ConnectorConfig, load_config
+from cdc.dlq import open_dlq
 from cdc.elastic import ElasticSink, Interrupted
 from cdc.errors import CdcError
 from cdc.metrics import Metrics
@@ -143,7 +144,7 @@ def run(
             raise typer.Exit(1) from None
         logging.getLogger("cdc").info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     try:
-        pipeline = Pipeline(cfg, sink, store, stop=stop, metrics=metrics)
+        pipeline = Pipeline(cfg, sink, store, stop=stop, metrics=metrics, dlq=open_dlq(cfg))
         running.append(pipeline)
         stats = pipeline.run(until_caught_up=until_caught_up)
     except Interrupted:
@@ -166,6 +167,9 @@ def run(
 
 
 # Sub-command groups and commands defined in their own modules register here.
+import cdc.cli_dlq  # noqa: E402 - kept with the registrations
+
+app.add_typer(cdc.cli_dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -1,0 +1,273 @@
+"""`cdc dlq ...`: list, replay and purge the documents Elasticsearch rejected.
+
+Exit status: 0 done, 1 failed or not everything replayed (or confirmation declined), 2 a bad
+config. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import orjson
+import typer
+
+from cdc.checkpoint import CheckpointStore
+from cdc.config import ConnectorConfig, load_config
+from cdc.dlq import DeadLetter, DeadLetterQueue, open_dlq
+from cdc.elastic import ElasticSink, Interrupted
+from cdc.errors import CdcError, ConfigError
+from cdc.replay import Outcome, ReplayReport, replay
+from cdc.rowreader import RowReader
+
+app = typer.Typer(
+    help="Inspect, replay and purge rejected documents (the dead-letter queue).\n\n"
+    "A document Elasticsearch refuses for its content (a mapping or parse error) is parked "
+    "with its table, row key, error and GTID while the connector goes on. Fix the index or "
+    "the mapping, then `cdc dlq replay` re-reads those rows from MySQL and sends them again.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a TTY).")
+]
+
+_ERROR_WIDTH = 100
+
+
+@app.command("list")
+def list_letters(
+    config: ConfigOption,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", min=1, metavar="N", help="Show at most this many, oldest first."
+        ),
+    ] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per letter, all fields.")
+    ] = False,
+) -> None:
+    """Show parked letters, oldest first: id, time, table, document, operation, error."""
+    cfg = _load(config)
+    with _errors(), _dlq(cfg) as dlq:
+        letters = dlq.list(limit=limit)
+        if as_json:
+            for letter_id, letter in letters:
+                typer.echo(orjson.dumps({"id": letter_id, **asdict(letter)}).decode())
+            return
+        total = dlq.size()
+        if not letters:
+            typer.echo(f"The dead-letter queue is empty ({dlq.describe()}).")
+            return
+        for line in format_table(letters):
+            typer.echo(line)
+        if total > len(letters):
+            typer.echo(f"Showing the oldest {len(letters)} of {total}; use --limit to see more.")
+        else:
+            typer.echo(f"{total} letter{'s' if total != 1 else ''} in {dlq.describe()}.")
+
+
+@app.command(
+    "replay",
+    help="Re-read the rows of parked letters from MySQL and send them again.\n\n"
+    "A row that still exists is indexed with the table's current mapping; a row that is gone "
+    "is deleted. Letters Elasticsearch accepts are removed, the others stay with the new "
+    "error. Exits 1 unless every letter was replayed.",
+)
+def replay_letters(
+    config: ConfigOption,
+    ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id", metavar="ID", help="Replay only this letter (repeatable). Default: all."
+        ),
+    ] = None,
+    yes: YesOption = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            metavar="SECONDS",
+            help="Give up after this many seconds of Elasticsearch not accepting writes.",
+        ),
+    ] = 120.0,
+) -> None:
+    cfg = _load(config)
+    with _errors(), _dlq(cfg) as dlq:
+        count = len(set(ids)) if ids else dlq.size()
+        if count == 0:
+            typer.echo(f"Nothing to replay: the dead-letter queue is empty ({dlq.describe()}).")
+            return
+        _confirm(
+            f"Replay {_letters(count)} from {dlq.describe()}: re-read the rows from "
+            f"{cfg.source.host}:{cfg.source.port} and send them to {', '.join(cfg.sink.urls)}?",
+            yes,
+        )
+        report = ReplayReport()
+
+        def show(outcome: Outcome) -> None:
+            report.add(outcome)
+            if outcome.result != "replayed":
+                typer.echo(format_outcome(outcome))
+
+        stop = threading.Event()
+        timer = threading.Timer(timeout, stop.set)
+        timer.daemon = True
+        store = _checkpoint_store(cfg)
+        sink = ElasticSink(cfg.sink)
+        reader = RowReader(cfg.source)
+        timer.start()
+        try:
+            replay(cfg, dlq, store, reader, sink, ids=ids or None, stop=stop, on_outcome=show)
+        except Interrupted:
+            typer.echo(_summary(report), err=True)
+            _fail(f"Elasticsearch did not accept the documents within {timeout:g} s", code=1)
+        except CdcError:
+            typer.echo(_summary(report), err=True)
+            raise
+        finally:
+            timer.cancel()
+            reader.close()
+            sink.close()
+            store.close()
+        typer.echo(_summary(report))
+        if report.rejected or report.failed:
+            raise typer.Exit(1)
+
+
+@app.command("purge")
+def purge_letters(config: ConfigOption, yes: YesOption = False) -> None:
+    """Delete every parked letter. They cannot be replayed afterwards."""
+    cfg = _load(config)
+    with _errors(), _dlq(cfg) as dlq:
+        count = dlq.size()
+        if count == 0:
+            typer.echo(f"The dead-letter queue is already empty ({dlq.describe()}).")
+            return
+        _confirm(
+            f"Delete {_letters(count)} from {dlq.describe()}? They cannot be replayed afterwards.",
+            yes,
+        )
+        purged = dlq.purge()
+        typer.echo(f"Purged {_letters(purged)} from {dlq.describe()}.")
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def format_table(letters: list[tuple[str, DeadLetter]]) -> list[str]:
+    """One header line and one line per letter; the error is cut to fit one line."""
+    rows = [("ID", "PARKED (UTC)", "TABLE", "DOCUMENT", "OP", "ERROR")]
+    for letter_id, letter in letters:
+        rows.append(
+            (
+                letter_id,
+                _when(letter.time),
+                letter.table,
+                _clip(f"{letter.index}/{letter.doc_id}", 60),
+                letter.op,
+                _clip(f"{letter.status} {_one_line(letter.error)}", _ERROR_WIDTH),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
+        + "  "
+        + row[5]
+        for row in rows
+    ]
+
+
+def format_outcome(outcome: Outcome) -> str:
+    """One line for a letter that was not replayed."""
+    letter = outcome.letter
+    where = f" {letter.table} {letter.index}/{letter.doc_id}" if letter is not None else ""
+    reason = _clip(_one_line(outcome.reason or ""), 200)
+    return f"{outcome.result}: {outcome.letter_id}{where}: {reason}"
+
+
+def _summary(report: ReplayReport) -> str:
+    return f"Replayed {report.replayed}, still rejected {report.rejected}, failed {report.failed}."
+
+
+def _letters(n: int) -> str:
+    return f"{n} dead letter{'s' if n != 1 else ''}"
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+
+
+def _fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}" + (f" (fix: {hint})" if hint else ""), err=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Path) -> ConnectorConfig:
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    # cdc.cli imports this module to register it, so it is imported here, once it is complete.
+    from cdc.cli import setup_logging
+
+    setup_logging(cfg.log_format, "WARNING")
+    return cfg
+
+
+def _checkpoint_store(cfg: ConnectorConfig) -> CheckpointStore:
+    from cdc.cli import make_store
+
+    return make_store(cfg)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except CdcError as exc:
+        _fail(_one_line(exc.message), exc.hint)
+
+
+@contextmanager
+def _dlq(cfg: ConnectorConfig) -> Iterator[DeadLetterQueue]:
+    dlq = open_dlq(cfg)
+    try:
+        yield dlq
+    finally:
+        dlq.close()
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _fail("not confirmed: there is no terminal to ask on", hint="pass --yes")
+    if not typer.confirm(question, default=False):
+        typer.echo("Nothing done.", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,328 @@
+"""Replay dead letters: re-read each rejected document's row from MySQL and send it again.
+
+A letter names a table and a row key, not a document: by the time the operator has fixed the
+index or the mapping, the row may have changed or gone, and only its current state matters. So
+for each letter the row is read now (`RowReader`), mapped with the table's current mapping, and
+indexed; a row that no longer exists becomes a delete of the letter's document.
+
+Each letter ends in one of three outcomes:
+
+- replayed: Elasticsearch acknowledged the operation (or already held a newer version); the
+  letter is removed from the queue.
+- rejected: Elasticsearch rejected it again; the letter stays, with the new error, at the end
+  of the queue.
+- failed: it could not be sent (the table is no longer mapped or no longer exists, the row
+  cannot be mapped, the letter id is unknown); the letter stays as it was.
+
+Letters about the same row are replayed together, as one document operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from cdc.checkpoint import MAX_ROW_SLOT, CheckpointStore, version
+from cdc.config import ConnectorConfig
+from cdc.dlq import DeadLetter, DeadLetterQueue, clip_error
+from cdc.elastic import BulkItem, ItemResult
+from cdc.errors import CdcError, MappingError
+from cdc.events import RowChange, TableSchema
+from cdc.mapping import Action, Mapper
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+
+Result = Literal["replayed", "rejected", "failed"]
+
+
+class RowSource(Protocol):
+    """Reads current rows (`cdc.rowreader.RowReader`)."""
+
+    def table_schema(self, schema: str, table: str) -> TableSchema: ...
+
+    def fetch_by_keys(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> dict[tuple[str, ...], dict[str, Any] | None]: ...
+
+
+class DocumentWriter(Protocol):
+    """Writes document operations (`cdc.elastic.ElasticSink`)."""
+
+    def write(
+        self,
+        items: Sequence[BulkItem],
+        stop: threading.Event | None = None,
+        on_retry: Any = None,
+    ) -> list[tuple[BulkItem, ItemResult]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one letter."""
+
+    letter_id: str
+    letter: DeadLetter | None
+    result: Result
+    reason: str | None = None
+    """The new rejection or the failure; None when replayed."""
+
+
+@dataclass
+class ReplayReport:
+    """Counts and the letters that were not replayed, in queue order."""
+
+    replayed: int = 0
+    rejected: int = 0
+    failed: int = 0
+    problems: list[Outcome] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.result == "replayed":
+            self.replayed += 1
+            return
+        if outcome.result == "rejected":
+            self.rejected += 1
+        else:
+            self.failed += 1
+        self.problems.append(outcome)
+
+
+@dataclass
+class _Group:
+    """Letters about one row, and what replaying it came to."""
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    letters: list[tuple[str, DeadLetter]] = field(default_factory=list)
+    action: Action | None = None
+    failure: str | None = None
+
+
+def replay(
+    cfg: ConnectorConfig,
+    dlq: DeadLetterQueue,
+    store: CheckpointStore,
+    rows: RowSource,
+    sink: DocumentWriter,
+    ids: Sequence[str] | None = None,
+    stop: threading.Event | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> ReplayReport:
+    """Replay every letter, or only those in `ids`, in queue order; see the module docstring.
+
+    Safe while the connector runs. Letters parked after the replay started are left for the
+    next one. Raises CdcError when there is no checkpoint to take a version from, and lets
+    SourceUnavailable / CheckpointUnavailable / Interrupted (when `stop` is set while
+    Elasticsearch is failing) through: letters already handled stay handled.
+    """
+    checkpoint = store.load()
+    if checkpoint is None:
+        raise CdcError(
+            f"there is no checkpoint in {store.describe()}, so replayed documents cannot be "
+            "given a version that orders them against the stream",
+            hint="run the connector (`cdc run`) first; it records a checkpoint at start",
+        )
+    # Every transaction the stream has applied up to the checkpoint has a counter <= C, and
+    # every later one a counter > C. The row read now already contains the effect of each
+    # transaction <= C (they committed before the checkpoint was recorded), so the version
+    # (C, max slot) is above every document they wrote and cannot undo a newer change. A
+    # transaction after C that the stream has applied, or applies later, carries a higher
+    # version and wins (409 here, which counts as success): its document is at least as new as
+    # it was when that transaction committed, and the stream goes on to apply any later one.
+    replay_version = version(checkpoint.counter, MAX_ROW_SLOT)
+    zone = ZoneInfo(cfg.source.time_zone)
+    report = ReplayReport()
+
+    def record(outcome: Outcome) -> None:
+        report.add(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    mappers: dict[str, Mapper | str] = {}
+    for page in _pages(dlq, ids, record):
+        _replay_page(cfg, dlq, rows, sink, page, replay_version, zone, mappers, stop, record)
+    return report
+
+
+def _pages(
+    dlq: DeadLetterQueue, ids: Sequence[str] | None, record: Callable[[Outcome], None]
+) -> Iterable[list[tuple[str, DeadLetter]]]:
+    if ids is not None:
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), PAGE_SIZE):
+            page = []
+            for letter_id in wanted[start : start + PAGE_SIZE]:
+                letter = dlq.get(letter_id)
+                if letter is None:
+                    record(Outcome(letter_id, None, "failed", "no such letter in the queue"))
+                else:
+                    page.append((letter_id, letter))
+            if page:
+                yield page
+        return
+    # Rejected letters move to the end of the queue, and the connector may park new ones
+    # meanwhile: take at most as many as there were at the start, so the replay ends.
+    budget = dlq.size()
+    after: str | None = None
+    while budget > 0:
+        page = dlq.list(limit=min(PAGE_SIZE, budget), after=after)
+        if not page:
+            return
+        budget -= len(page)
+        after = page[-1][0]
+        yield page
+
+
+def _replay_page(
+    cfg: ConnectorConfig,
+    dlq: DeadLetterQueue,
+    rows: RowSource,
+    sink: DocumentWriter,
+    page: list[tuple[str, DeadLetter]],
+    replay_version: int,
+    zone: ZoneInfo,
+    mappers: dict[str, Mapper | str],
+    stop: threading.Event | None,
+    record: Callable[[Outcome], None],
+) -> None:
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], _Group] = {}
+    for letter_id, letter in page:
+        columns = tuple(letter.key)
+        key = tuple(letter.key.values())
+        group = groups.setdefault((letter.table, columns, key), _Group(letter.table, columns, key))
+        group.letters.append((letter_id, letter))
+
+    by_table: dict[tuple[str, tuple[str, ...]], list[_Group]] = {}
+    for group in groups.values():
+        by_table.setdefault((group.table, group.columns), []).append(group)
+    for (table, columns), members in by_table.items():
+        _prepare(cfg, rows, table, columns, members, zone, mappers)
+
+    sent = [
+        (group, BulkItem(group.action, replay_version, group.table, None, group.columns))
+        for group in groups.values()
+        if group.action is not None
+    ]
+    rejected: dict[int, ItemResult] = {}
+    if sent:
+        written = sink.write([item for _, item in sent], stop=stop)
+        rejected = {id(item): result for item, result in written}
+    rejection = {id(group): rejected.get(id(item)) for group, item in sent}
+    done = [i for group, item in sent if id(item) not in rejected for i, _ in group.letters]
+    if done:
+        dlq.remove(done)
+
+    for group in groups.values():
+        result = rejection.get(id(group))
+        for letter_id, letter in group.letters:
+            if group.failure is not None:
+                record(Outcome(letter_id, letter, "failed", group.failure))
+            elif result is None:
+                record(Outcome(letter_id, letter, "replayed"))
+            else:
+                _keep_rejected(dlq, letter_id, letter, group, result, replay_version, record)
+
+
+def _prepare(
+    cfg: ConnectorConfig,
+    rows: RowSource,
+    table: str,
+    columns: tuple[str, ...],
+    groups: list[_Group],
+    zone: ZoneInfo,
+    mappers: dict[str, Mapper | str],
+) -> None:
+    """Read the rows of `groups` and set each group's action, or its failure."""
+    mapper = _mapper(cfg, rows, table, zone, mappers)
+    if isinstance(mapper, str):
+        for group in groups:
+            group.failure = mapper
+        return
+    if not columns:
+        for group in groups:
+            group.failure = "the letter records no key to find its row by"
+        return
+    schema, name = table.split(".", 1)
+    try:
+        found = rows.fetch_by_keys(schema, name, columns, [g.key for g in groups])
+    except CdcError as exc:
+        if exc.transient:
+            raise
+        for group in groups:
+            group.failure = exc.message
+        return
+    for group in groups:
+        row = found.get(group.key)
+        if row is None:
+            doc_id = group.letters[0][1].doc_id
+            group.action = Action("delete", mapper.index, doc_id, None, group.key)
+            continue
+        try:
+            actions = mapper.map(RowChange(mapper.table, "insert", None, row))
+        except MappingError as exc:
+            group.failure = exc.message
+            continue
+        group.action = actions[-1]
+
+
+def _mapper(
+    cfg: ConnectorConfig,
+    rows: RowSource,
+    table: str,
+    zone: ZoneInfo,
+    mappers: dict[str, Mapper | str],
+) -> Mapper | str:
+    """The table's mapper, or why there is none (cached either way)."""
+    if table in mappers:
+        return mappers[table]
+    schema, name = table.split(".", 1)
+    mapping = cfg.mapping_for(schema, name)
+    result: Mapper | str
+    if mapping is None:
+        result = f"table {table} is not mapped by the config any more"
+    else:
+        try:
+            result = Mapper(mapping, rows.table_schema(schema, name), zone)
+        except CdcError as exc:
+            if exc.transient:
+                raise
+            result = exc.message
+    mappers[table] = result
+    return result
+
+
+def _keep_rejected(
+    dlq: DeadLetterQueue,
+    letter_id: str,
+    letter: DeadLetter,
+    group: _Group,
+    result: ItemResult,
+    replay_version: int,
+    record: Callable[[Outcome], None],
+) -> None:
+    assert group.action is not None
+    error = clip_error(result.error or f"HTTP {result.status}")
+    updated = replace(
+        letter,
+        op=group.action.op,
+        index=group.action.index,
+        doc_id=group.action.doc_id,
+        error=error,
+        status=result.status,
+        version=replay_version,
+    )
+    new_id = dlq.update(letter_id, updated)
+    if new_id is None:
+        log.info("dead letter %s was removed while it was being replayed", letter_id)
+    record(Outcome(new_id or letter_id, updated, "rejected", error))
