@@ -1,0 +1,812 @@
+"""`cdc position ...`: show, set, reset, export and import the stored checkpoint.
+
+Every command that changes the checkpoint follows the same steps: refuse while a connector of
+that name is running (its heartbeat says running or degraded) unless `--force`; build the new
+checkpoint and validate it against the server (a purged or unknown position is refused with the
+reason); print what changes (old -> new); ask for confirmation unless `--yes` (without a
+terminal and without `--yes` it refuses); then save.
+
+Versions (design invariant 2): `set` and `reset` keep the stored counter, so the transactions
+read from the new position get higher versions than anything written before and a rewind
+re-applies history; with no stored checkpoint the counter starts from the clock
+(`cdc.checkpoint.initial_counter`). `import` restores an exported checkpoint exactly, counter
+included, so replaying from it reproduces the versions the documents got the first time.
+
+Exit status: 0 done, 1 refused or failed (purged position, running connector, server down,
+declined), 2 a bad argument or config. Errors are one line on stderr.
+
+The helpers shared with `cdc.cli_ops` (config loading, stores, one-line errors, lag) live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeAlias
+
+import orjson
+import pymysql
+import typer
+
+from cdc import prereq
+from cdc.binlog import ServerInfo, connect, current_position, server_info, translate_error
+from cdc.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, initial_counter
+from cdc.config import ConnectorConfig, load_config
+from cdc.errors import CdcError, PositionError
+from cdc.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
+from cdc.position import Position
+from cdc.redis_store import RedisCheckpointStore
+
+Connection: TypeAlias = "pymysql.connections.Connection[Any]"
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a TTY).")
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Act even though a connector with this name reports itself running. It will "
+        "overwrite the position at its next checkpoint: stop it first unless its heartbeat is "
+        "stale.",
+    ),
+]
+
+# Binlog events at which a transaction boundary starts: a position there resumes with a whole
+# transaction. (Any other event sits inside a transaction or ends one.)
+_BOUNDARY_EVENTS = frozenset(
+    {
+        "Format_desc",
+        "Gtid_list",
+        "Binlog_checkpoint",
+        "Previous_gtids",
+        "Gtid",
+        "Anonymous_Gtid",
+        "Rotate",
+        "Stop",
+    }
+)
+
+
+def paragraphs(*texts: str) -> str:
+    """Command help from paragraphs (the help renderer keeps single line breaks)."""
+    return "\n\n".join(texts)
+
+
+app = typer.Typer(
+    help="Show, set, reset, export and import the stored binlog position.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    """Print `error: message — hint` as one line on stderr and exit with `code`."""
+    text = f"error: {message}" + (f" — {hint}" if hint else "")
+    typer.echo(text.replace("\n", " "), err=True)
+    raise typer.Exit(code)
+
+
+def fail_with(exc: CdcError, code: int = 1) -> NoReturn:
+    fail(exc.message, exc.hint, code)
+
+
+def load(config: Path) -> ConnectorConfig:
+    """The validated config; exits 2 with the problems when it is not."""
+    try:
+        return load_config(config)
+    except CdcError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def open_store(cfg: ConnectorConfig, timeout: float = 5.0) -> CheckpointStore:
+    """The configured checkpoint store, with Redis socket timeouts of `timeout` seconds."""
+    if cfg.checkpoint.redis is not None:
+        r = cfg.checkpoint.redis
+        return RedisCheckpointStore(r.url, r.key_prefix, cfg.name, timeout=timeout)
+    assert cfg.checkpoint.file is not None
+    return FileCheckpointStore(cfg.checkpoint.file.path, cfg.name)
+
+
+@contextlib.contextmanager
+def store_for(cfg: ConnectorConfig, timeout: float = 5.0) -> Iterator[CheckpointStore]:
+    store = open_store(cfg, timeout)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def source(cfg: ConnectorConfig) -> Iterator[tuple[Connection, ServerInfo]]:
+    """A connection to the source server and what it is."""
+    conn = connect(cfg.source)
+    try:
+        yield conn, server_info(conn, cfg.source.flavor)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def is_running(status: dict[str, Any] | None) -> bool:
+    """True when a heartbeat says the connector is running (possibly degraded)."""
+    return status is not None and status.get("state") in ("running", "degraded")
+
+
+def describe_runner(status: dict[str, Any]) -> str:
+    """`pid 123 on host, heartbeat 2 s ago`."""
+    age = ago(float(status.get("updated_at") or 0))
+    return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {age}"
+
+
+def when(timestamp: float) -> str:
+    """A Unix time as `2024-05-01 12:00:00 UTC`."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(timestamp: float) -> str:
+    """How long ago `timestamp` was, e.g. `5 s ago`, `3 min ago`, `2 h 5 min ago`."""
+    return f"{duration(time.time() - timestamp)} ago"
+
+
+def duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172_800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def size(n: int) -> str:
+    """`635 bytes`, or `12,345,678 bytes (11.8 MiB)`."""
+    if n < 1024:
+        return f"{n} bytes"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    value = n / 1024
+    unit = 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{n:,} bytes ({value:.1f} {units[unit]})"
+
+
+# -- reading the server's binlog state --------------------------------------------------------
+
+
+def _query(conn: Connection, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    except pymysql.err.MySQLError as exc:
+        raise translate_error(exc, sql.split(" (")[0]) from exc
+
+
+def binary_logs(conn: Connection) -> list[tuple[str, int]]:
+    """The server's binlog files with their sizes, oldest first."""
+    return [(str(row[0]), int(row[1])) for row in _query(conn, "SHOW BINARY LOGS")]
+
+
+def _event_at(conn: Connection, file: str, offset: int) -> str | None:
+    """The type of the event starting at `file:offset`; None at the end of the file. Raises
+    PositionError when no event starts there."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SHOW BINLOG EVENTS IN %s FROM {int(offset)} LIMIT 1", (file,))
+            row = cur.fetchone()
+    except pymysql.err.MySQLError as exc:
+        if exc.args and exc.args[0] == 1220:
+            raise PositionError(
+                f"no binlog event starts at {file}:{offset}",
+                hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}' (the Pos column of a "
+                "Gtid event, where a transaction starts)",
+            ) from None
+        raise translate_error(exc, "reading the binlog events") from exc
+    return None if row is None else str(row[2])
+
+
+def _mariadb_gtid_at(conn: Connection, file: str, offset: int) -> str:
+    rows = _query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, offset))
+    value = rows[0][0] if rows else None
+    if value is None:
+        raise PositionError(
+            f"the server cannot name the GTID position of {file}:{offset}",
+            hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}' where a Gtid event starts",
+        )
+    return str(MariadbGtidList.parse(str(value)))
+
+
+def position_at(conn: Connection, info: ServerInfo, file: str, offset: int) -> Position:
+    """The transaction boundary at `file:offset`, with the GTID state there when the server
+    resumes by GTID. Raises PositionError when the file is gone or no transaction starts
+    there."""
+    logs = binary_logs(conn)
+    sizes = dict(logs)
+    if file not in sizes:
+        names = f"{logs[0][0]} to {logs[-1][0]}" if logs else "none"
+        raise PositionError(
+            f"{file} is not among the server's binlogs ({names})",
+            hint="it was purged or never existed; see SHOW BINARY LOGS",
+        )
+    if offset < 4 or offset > sizes[file]:
+        raise PositionError(
+            f"offset {offset} is outside {file} (4 to {sizes[file]})",
+            hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}'",
+        )
+    event = _event_at(conn, file, offset)
+    if event is not None and event not in _BOUNDARY_EVENTS:
+        raise PositionError(
+            f"{file}:{offset} is inside a transaction (a {event} event starts there)",
+            hint=f"pick the offset of a Gtid event from SHOW BINLOG EVENTS IN '{file}'; "
+            "resuming mid-transaction would lose its first rows",
+        )
+    if info.flavor == "mariadb":
+        # MariaDB streams only by GTID: the file position is translated into the GTID state
+        # there (the library would ignore file and offset).
+        return Position("mariadb", _mariadb_gtid_at(conn, file, offset), file, offset)
+    if info.gtid_mode:
+        raise PositionError(
+            "this MySQL server has GTIDs on, and the connector resumes it by GTID set, which "
+            "cannot be derived from a file offset",
+            hint="give the executed set instead: `cdc position set --gtid '<uuid>:1-N,...'`",
+        )
+    return Position("mysql", "", file, offset)
+
+
+def earliest_position(conn: Connection, info: ServerInfo) -> Position:
+    """The start of the oldest binlog the server still has."""
+    logs = binary_logs(conn)
+    if not logs:
+        raise PositionError(
+            "the server lists no binlogs",
+            hint="enable log_bin on the source server",
+        )
+    oldest = logs[0][0]
+    if info.flavor == "mariadb":
+        # The GTID state at the start of the oldest file (its Gtid_list event).
+        return Position("mariadb", _mariadb_gtid_at(conn, oldest, 4), oldest, 4)
+    if info.gtid_mode:
+        # Resuming with the purged set asks for every transaction the server still has.
+        purged = str(_query(conn, "SELECT @@GLOBAL.gtid_purged")[0][0] or "")
+        return Position("mysql", str(MysqlGtidSet.parse(purged)), oldest, 4)
+    return Position("mysql", "", oldest, 4)
+
+
+def validate(conn: Connection, info: ServerInfo, position: Position) -> None:
+    """Raise PositionError unless the server can stream from `position`."""
+    check = prereq.check_position(conn, info, position)
+    if not check.ok and check.fatal:
+        raise PositionError(check.detail, hint=check.fix or None)
+    if not check.ok:
+        typer.echo(f"warning: {check.detail} — {check.fix}", err=True)
+
+
+# -- how far behind ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """How far a checkpoint is behind the server; None where it cannot be known."""
+
+    transactions: int | None
+    bytes: int | None
+    seconds: float | None
+    file_purged: bool = False
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.transactions} transactions" if self.transactions is not None else None,
+            size(self.bytes) if self.bytes is not None else None,
+            f"{self.seconds:.0f} s" if self.seconds is not None else None,
+        ]
+        text = ", ".join(p for p in parts if p is not None) or "unknown"
+        if self.file_purged:
+            text += " (the checkpoint's binlog file is no longer on the server)"
+        return text
+
+
+def _transactions_behind(checkpoint: Position, now: Position) -> int | None:
+    if now.flavor == "mysql":
+        if not checkpoint.gtid or not now.gtid:
+            return None
+        return MysqlGtidSet.parse(now.gtid).difference(MysqlGtidSet.parse(checkpoint.gtid)).count()
+    mine = MariadbGtidList.parse(checkpoint.gtid)
+    theirs = MariadbGtidList.parse(now.gtid)
+    total = 0
+    for domain in theirs.domains():
+        entry = theirs.get(domain)
+        assert entry is not None
+        ours = mine.get(domain)
+        total += max(0, entry[1] - (ours[1] if ours else 0))
+    return total
+
+
+def _bytes_behind(
+    checkpoint: Position, now: Position, logs: list[tuple[str, int]]
+) -> tuple[int | None, bool]:
+    """Bytes of binlog between the two positions, and whether the checkpoint's file is gone."""
+    if not checkpoint.file or checkpoint.offset is None or not now.file or now.offset is None:
+        return None, False
+    names = [name for name, _ in logs]
+    if checkpoint.file not in names:
+        return None, True
+    if now.file not in names:
+        return None, False
+    first, last = names.index(checkpoint.file), names.index(now.file)
+    if first > last:
+        return 0, False
+    if first == last:
+        return max(0, now.offset - checkpoint.offset), False
+    total = max(0, logs[first][1] - checkpoint.offset)
+    total += sum(sz for _, sz in logs[first + 1 : last])
+    return total + now.offset, False
+
+
+def measure_behind(
+    checkpoint: Checkpoint, now: Position, logs: list[tuple[str, int]], clock: float
+) -> Behind:
+    """How far `checkpoint` is behind the server position `now` (pure; `logs` from
+    SHOW BINARY LOGS, `clock` the current Unix time)."""
+    transactions = _transactions_behind(checkpoint.position, now)
+    nbytes, purged = _bytes_behind(checkpoint.position, now, logs)
+    caught_up = transactions == 0 or (transactions is None and nbytes == 0)
+    if caught_up:
+        seconds: float | None = 0.0
+    elif checkpoint.event_time:
+        seconds = max(0.0, clock - checkpoint.event_time)
+    else:
+        seconds = None
+    return Behind(transactions, nbytes, seconds, purged)
+
+
+def behind_server(conn: Connection, info: ServerInfo, checkpoint: Checkpoint) -> Behind:
+    """How far `checkpoint` is behind the connected server right now."""
+    now = current_position(conn, info)
+    return measure_behind(checkpoint, now, binary_logs(conn), time.time())
+
+
+# -- changing the checkpoint ------------------------------------------------------------------
+
+
+def _refuse_if_running(store: CheckpointStore, name: str, force: bool) -> None:
+    status = store.read_status()
+    if not is_running(status):
+        return
+    assert status is not None
+    if not force:
+        fail(
+            f"connector {name!r} is running ({describe_runner(status)})",
+            "stop it first; a running connector overwrites the position at its next "
+            "checkpoint (pass --force only if that heartbeat is stale)",
+        )
+    typer.echo(
+        f"warning: connector {name!r} reports itself running ({describe_runner(status)}); "
+        "going ahead because of --force",
+        err=True,
+    )
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(
+            "not changing the position without confirmation (stdin is not a terminal)", "pass --yes"
+        )
+    if not typer.confirm(question, default=False):
+        typer.echo("cancelled; nothing changed", err=True)
+        raise typer.Exit(1)
+
+
+def _describe_checkpoint(checkpoint: Checkpoint | None) -> str:
+    if checkpoint is None:
+        return "(none: `cdc run` would start at the server's current position)"
+    return checkpoint.position.describe()
+
+
+def _plan(
+    store: CheckpointStore, old: Checkpoint | None, new: Checkpoint, counter_note: str
+) -> None:
+    typer.echo(f"checkpoint in {store.describe()}:")
+    typer.echo(f"  position  {_describe_checkpoint(old)}")
+    typer.echo(f"        ->  {new.position.describe()}")
+    if old is None or old.counter == new.counter:
+        typer.echo(f"  counter   {new.counter} ({counter_note})")
+    else:
+        typer.echo(f"  counter   {old.counter} -> {new.counter} ({counter_note})")
+
+
+def _change(
+    config: Path,
+    target: Callable[[Connection, ServerInfo, Checkpoint | None], Checkpoint],
+    *,
+    yes: bool,
+    force: bool,
+    counter_note: Callable[[Checkpoint | None, Checkpoint], str],
+    after: str,
+) -> None:
+    cfg = load(config)
+    try:
+        with store_for(cfg) as store:
+            _refuse_if_running(store, cfg.name, force)
+            old = store.load()
+            with source(cfg) as (conn, info):
+                new = target(conn, info, old)
+                validate(conn, info, new.position)
+            _plan(store, old, new, counter_note(old, new))
+            _confirm(yes, "Change the position?")
+            store.save(new)
+    except CdcError as exc:
+        fail_with(exc, 1)
+    typer.echo(f"position saved: {new.position.describe()}, counter {new.counter}. {after}")
+
+
+def _kept_counter(old: Checkpoint | None) -> int:
+    return old.counter if old is not None else initial_counter()
+
+
+def _keep_note(old: Checkpoint | None, new: Checkpoint) -> str:
+    if old is None:
+        return "new, from the clock"
+    return "kept: transactions read from here on get higher versions, so history re-applies"
+
+
+def _parse_gtid_argument(text: str) -> str:
+    """Syntax-check an operator-typed GTID in the notation its shape suggests (the server's
+    flavor is compared later); exits 2 with the reason when malformed or blank."""
+    if not text.strip():
+        fail("--gtid is empty", "to read every binlog the server has, use `reset --to earliest`", 2)
+    try:
+        if looks_like_mariadb(text):
+            return str(MariadbGtidList.parse(text))
+        return str(MysqlGtidSet.parse(text))
+    except PositionError as exc:
+        fail_with(exc, 2)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@app.command(
+    help=paragraphs(
+        "Show the stored checkpoint, the server's current position, and how far behind it is.",
+        "Behind is counted in transactions (MySQL: executed GTIDs not in the checkpoint; "
+        "MariaDB: sequence numbers per domain), in bytes of binlog, and in seconds since the "
+        "checkpoint's last transaction was written on the server. It also says whether the "
+        "server can still stream from the checkpoint (not purged). Exits 1 when the server "
+        "cannot be reached (after printing the checkpoint).",
+    )
+)
+def show(config: ConfigOption, json: JsonOption = False) -> None:
+    """Print the checkpoint, the server's position and the distance between them."""
+    cfg = load(config)
+    try:
+        with store_for(cfg) as store:
+            where = store.describe()
+            checkpoint = store.load()
+    except CdcError as exc:
+        fail_with(exc, 1)
+    server: dict[str, Any] | None = None
+    behind: Behind | None = None
+    resumable: prereq.Check | None = None
+    error: CdcError | None = None
+    try:
+        with source(cfg) as (conn, info):
+            now = current_position(conn, info)
+            server = {
+                "address": f"{cfg.source.host}:{cfg.source.port}",
+                "flavor": info.flavor,
+                "version": info.version,
+                "position": now.to_dict(),
+            }
+            if checkpoint is not None and checkpoint.position.flavor == info.flavor:
+                behind = measure_behind(checkpoint, now, binary_logs(conn), time.time())
+                resumable = prereq.check_position(conn, info, checkpoint.position)
+    except CdcError as exc:
+        error = exc
+    if json:
+        typer.echo(
+            orjson.dumps(
+                {
+                    "name": cfg.name,
+                    "store": where,
+                    "checkpoint": orjson.loads(checkpoint.to_json()) if checkpoint else None,
+                    "server": server,
+                    "behind": asdict(behind) if behind else None,
+                    "resumable": None
+                    if resumable is None
+                    else {"ok": resumable.ok, "detail": resumable.detail, "fix": resumable.fix},
+                    "error": error.message if error else None,
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+    else:
+        _print_show(where, checkpoint, server, behind, resumable)
+    if error is not None:
+        fail_with(error, 1)
+
+
+def _print_show(
+    where: str,
+    checkpoint: Checkpoint | None,
+    server: dict[str, Any] | None,
+    behind: Behind | None,
+    resumable: prereq.Check | None,
+) -> None:
+    typer.echo(f"checkpoint ({where}):")
+    if checkpoint is None:
+        typer.echo("  none stored; `cdc run` starts at the server's current position")
+    else:
+        typer.echo(f"  position    {checkpoint.position.describe()}")
+        typer.echo(f"  counter     {checkpoint.counter}")
+        event = when(checkpoint.event_time) if checkpoint.event_time else "unknown"
+        typer.echo(f"  event time  {event}")
+        written = (
+            f"{when(checkpoint.written_at)} ({ago(checkpoint.written_at)})"
+            if checkpoint.written_at
+            else "unknown"
+        )
+        typer.echo(f"  written at  {written}")
+    if server is None:
+        return
+    typer.echo(f"server ({server['address']}, {server['flavor']} {server['version']}):")
+    typer.echo(f"  position    {Position.from_dict(server['position']).describe()}")
+    if checkpoint is not None and behind is None:
+        typer.echo(f"behind: unknown (the checkpoint is for a {checkpoint.position.flavor} server)")
+    if behind is not None:
+        typer.echo(f"behind: {behind.describe()}")
+    if resumable is not None:
+        if resumable.ok:
+            typer.echo(f"resumable: yes ({resumable.detail})")
+        else:
+            typer.echo(f"resumable: no: {resumable.detail} — {resumable.fix}")
+
+
+@app.command(
+    "set",
+    help=paragraphs(
+        "Set where the next `cdc run` resumes: after a GTID state (--gtid), or at a binlog "
+        "file offset where a transaction starts (--file with --pos).",
+        "The target is checked against the server first: a malformed GTID, a GTID the server "
+        "never had, a purged position, or an offset inside a transaction is refused with the "
+        "reason. On MariaDB a file offset is turned into the GTID state there (MariaDB streams "
+        "by GTID only); on MySQL with GTIDs on, give --gtid.",
+        "The stored version counter is kept, so after a rewind the transactions read again "
+        "get higher versions than before and Elasticsearch applies them again.",
+        "Shows the change and asks before saving (--yes to skip; required without a "
+        "terminal). Refuses while the connector runs, unless --force.",
+    ),
+)
+def set_position(
+    config: ConfigOption,
+    gtid: Annotated[
+        str | None,
+        typer.Option(
+            help="Resume after this GTID state: MySQL's full executed set (uuid:1-N,...) or "
+            "MariaDB's per-domain list (domain-server-seq,...).",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option(help="Resume at this binlog file (with --pos).", show_default=False),
+    ] = None,
+    pos: Annotated[
+        int | None,
+        typer.Option(
+            help="Offset in --file where a transaction starts (a Gtid event).", show_default=False
+        ),
+    ] = None,
+    yes: YesOption = False,
+    force: ForceOption = False,
+) -> None:
+    """Store a checkpoint at a GTID state or a binlog file offset (counter kept)."""
+    if gtid is not None and (file is not None or pos is not None):
+        fail("give either --gtid or --file with --pos, not both", code=2)
+    if gtid is None and file is None and pos is None:
+        fail("give --gtid SET, or --file F --pos N", code=2)
+    if pos is not None and file is None:
+        fail("--pos needs --file", code=2)
+    if file is not None and pos is None:
+        fail("--file needs --pos", code=2)
+    cfg = load(config)
+    if gtid is not None:
+        text = _parse_gtid_argument(gtid)
+
+        def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
+            if looks_like_mariadb(text) != (info.flavor == "mariadb"):
+                kind = "MariaDB GTID list" if looks_like_mariadb(text) else "MySQL GTID set"
+                fail(
+                    f"{gtid!r} is a {kind} but the source {cfg.source.host}:{cfg.source.port} "
+                    f"is {info.flavor}",
+                    "write the position in the server's own notation (SELECT "
+                    + (
+                        "@@GLOBAL.gtid_binlog_pos)"
+                        if info.flavor == "mariadb"
+                        else "@@GLOBAL.gtid_executed)"
+                    ),
+                    code=2,
+                )
+            if info.flavor == "mysql" and not info.gtid_mode:
+                fail(
+                    "this MySQL server has GTIDs off",
+                    "set the position with --file and --pos",
+                    code=2,
+                )
+            position = Position(info.flavor, str(parse_gtid(info.flavor, text)))
+            return Checkpoint(position, _kept_counter(old), server=info.identity).stamped()
+    else:
+        assert file is not None and pos is not None
+        binlog_file, offset = file, pos
+
+        def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
+            position = position_at(conn, info, binlog_file, offset)
+            return Checkpoint(position, _kept_counter(old), server=info.identity).stamped()
+
+    _change(
+        config,
+        target,
+        yes=yes,
+        force=force,
+        counter_note=_keep_note,
+        after="The next `cdc run` resumes from there.",
+    )
+
+
+@app.command(
+    help=paragraphs(
+        "Move the position to the server's current position (--to now) or to the start of "
+        "the oldest binlog it still has (--to earliest).",
+        "`now` is the way out after the server purged the binlogs holding the stored "
+        "position: changes made before it are not copied, so re-snapshot the tables. "
+        "`earliest` re-reads every binlog the server has (MariaDB: from the oldest binlog's "
+        "GTID list; MySQL: from gtid_purged, or the oldest file without GTIDs).",
+        "The stored version counter is kept. Shows the change and asks before saving (--yes "
+        "to skip; required without a terminal). Refuses while the connector runs, unless "
+        "--force.",
+    )
+)
+def reset(
+    config: ConfigOption,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="`now`: the server's current position (earlier rows are not copied). "
+            "`earliest`: the start of the oldest binlog the server still has.",
+            show_default=False,
+        ),
+    ],
+    yes: YesOption = False,
+    force: ForceOption = False,
+) -> None:
+    """Store a checkpoint at the server's current position or its oldest binlog."""
+    if to not in ("now", "earliest"):
+        fail(f"--to must be `now` or `earliest`, not {to!r}", code=2)
+
+    def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
+        position = current_position(conn, info) if to == "now" else earliest_position(conn, info)
+        return Checkpoint(position, _kept_counter(old), server=info.identity).stamped()
+
+    after = (
+        "Changes made before it are not copied; re-snapshot the tables if the index misses them."
+        if to == "now"
+        else "The next `cdc run` reads every binlog the server still has."
+    )
+    _change(config, target, yes=yes, force=force, counter_note=_keep_note, after=after)
+
+
+def _default_export_path(name: str) -> Path:
+    return Path("checkpoints") / f"{name}.position.json"
+
+
+@app.command(
+    "export",
+    help=paragraphs(
+        "Write the stored checkpoint (position and version counter) to a JSON file, by "
+        "default checkpoints/<name>.position.json.",
+        "It only reads the store, so the connector may keep running (the file is then a "
+        "snapshot of a moving position). Asks before replacing an existing file (--yes to "
+        "skip).",
+    ),
+)
+def export_position(
+    config: ConfigOption,
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Where to write (default: checkpoints/<name>.position.json).", show_default=False
+        ),
+    ] = None,
+    yes: YesOption = False,
+) -> None:
+    """Write the stored checkpoint to a JSON file that `import` restores."""
+    cfg = load(config)
+    path = file if file is not None else _default_export_path(cfg.name)
+    try:
+        with store_for(cfg) as store:
+            checkpoint = store.load()
+            where = store.describe()
+    except CdcError as exc:
+        fail_with(exc, 1)
+    if checkpoint is None:
+        fail(f"no checkpoint stored in {where}; nothing to export")
+    if path.exists():
+        typer.echo(f"{path} exists and will be replaced")
+        _confirm(yes, f"Overwrite {path}?")
+    data = orjson.dumps(orjson.loads(checkpoint.to_json()), option=orjson.OPT_INDENT_2) + b"\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    typer.echo(f"exported {checkpoint.position.describe()}, counter {checkpoint.counter} to {path}")
+
+
+@app.command(
+    "import",
+    help=paragraphs(
+        "Restore a checkpoint written by `cdc position export`, exactly as it was.",
+        "Its version counter is restored too (unlike `set` and `reset`): replaying from an "
+        "exported checkpoint gives every change the same version it got the first time, so "
+        "Elasticsearch skips what it already has and documents changed since keep their newer "
+        "version.",
+        "The position is checked against the server first. Shows the change and asks before "
+        "saving (--yes to skip; required without a terminal). Refuses while the connector "
+        "runs, unless --force.",
+    ),
+)
+def import_position(
+    config: ConfigOption,
+    file: Annotated[
+        Path, typer.Argument(help="A file written by `cdc position export`.", show_default=False)
+    ],
+    yes: YesOption = False,
+    force: ForceOption = False,
+) -> None:
+    """Store the checkpoint of an export file exactly as it is, counter included."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", code=2)
+    try:
+        imported = Checkpoint.from_json(data, str(file))
+    except PositionError as exc:
+        fail_with(exc, 2)
+
+    def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
+        return imported
+
+    def note(old: Checkpoint | None, new: Checkpoint) -> str:
+        if old is not None and new.counter < old.counter:
+            return "restored from the file: replayed changes get the versions they had"
+        return "restored from the file"
+
+    _change(
+        config,
+        target,
+        yes=yes,
+        force=force,
+        counter_note=note,
+        after="The next `cdc run` resumes from there.",
+    )
