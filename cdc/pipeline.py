@@ -182,7 +182,7 @@ class _Recorder:
             elif self._closed.wait(backoff * random.uniform(0.5, 1.0)):
                 return
             else:
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
 
     def _write(self) -> bool:
         with self._lock:

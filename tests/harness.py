@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,74 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "co
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RandomWriter(threading.Thread):
+    """Random inserts, updates (some changing the primary key) and deletes until stopped, in
+    transactions of 1-5 statements, on tables shaped `(id INT PRIMARY KEY, name, qty, price)`."""
+
+    def __init__(
+        self,
+        mariadb: Any,
+        db: str,
+        seed: int,
+        tables: tuple[str, ...] = ("items",),
+        pause: float = 0.002,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.mariadb = mariadb
+        self.db = db
+        self.tables = tables
+        self.pause = pause
+        self.limit = limit
+        self.statements = 0
+        self.rng = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.transactions = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = self.mariadb.connect(database=self.db, autocommit=False)
+            next_id = 1
+            with conn.cursor() as cur:
+                while not self.stop_event.is_set():
+                    if self.limit is not None and self.statements >= self.limit:
+                        break
+                    for _ in range(self.rng.randint(1, 5)):
+                        table = self.rng.choice(self.tables)
+                        roll = self.rng.random()
+                        target = self.rng.randint(1, max(1, next_id))
+                        if roll < 0.4 or next_id < 20:
+                            cur.execute(
+                                f"INSERT INTO {table} VALUES (%s, %s, %s, %s)",
+                                (next_id, f"n{next_id}", 0, Decimal("1.00")),
+                            )
+                            next_id += 1
+                        elif roll < 0.8:
+                            cur.execute(
+                                f"UPDATE {table} SET qty = qty + 1 WHERE id = %s", (target,)
+                            )
+                        elif roll < 0.9:
+                            cur.execute(
+                                f"UPDATE IGNORE {table} SET id = %s WHERE id = %s",
+                                (next_id + 500_000, target),
+                            )
+                            next_id += 1
+                        else:
+                            cur.execute(f"DELETE FROM {table} WHERE id = %s", (target,))
+                        self.statements += 1
+                    conn.commit()
+                    self.transactions += 1
+                    if self.pause:
+                        time.sleep(self.pause)
+            conn.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> int:
+        self.stop_event.set()
+        self.join(timeout=30)
+        assert self.error is None, self.error
+        return self.transactions

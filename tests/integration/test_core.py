@@ -3,15 +3,14 @@ across every column type, every operation shape, restarts and replays."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from harness import (
     CdcProcess,
+    RandomWriter,
     run_until_caught_up,
     save_checkpoint,
     stored_checkpoint,
@@ -202,57 +201,6 @@ def test_inserts_updates_deletes_pk_changes_and_shards_end_equal_to_mysql(
     )
 
 
-class _Writer(threading.Thread):
-    """Random inserts, updates (some changing the primary key) and deletes until stopped."""
-
-    def __init__(self, mariadb: MariaDB, db: str, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.mariadb = mariadb
-        self.db = db
-        self.rng = random.Random(seed)
-        self.stop_event = threading.Event()
-        self.transactions = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            conn = self.mariadb.connect(db=self.db, autocommit=False)
-            next_id = 1
-            with conn.cursor() as cur:
-                while not self.stop_event.is_set():
-                    for _ in range(self.rng.randint(1, 5)):
-                        roll = self.rng.random()
-                        target = self.rng.randint(1, max(1, next_id))
-                        if roll < 0.4 or next_id < 20:
-                            cur.execute(
-                                "INSERT INTO items VALUES (%s, %s, %s, %s)",
-                                (next_id, f"n{next_id}", 0, Decimal("1.00")),
-                            )
-                            next_id += 1
-                        elif roll < 0.8:
-                            cur.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (target,))
-                        elif roll < 0.9:
-                            cur.execute(
-                                "UPDATE IGNORE items SET id = %s WHERE id = %s",
-                                (next_id + 500_000, target),
-                            )
-                            next_id += 1
-                        else:
-                            cur.execute("DELETE FROM items WHERE id = %s", (target,))
-                    conn.commit()
-                    self.transactions += 1
-                    time.sleep(0.002)
-            conn.close()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self) -> int:
-        self.stop_event.set()
-        self.join(timeout=30)
-        assert self.error is None, self.error
-        return self.transactions
-
-
 def _assert_checkpoint_is_a_commit_boundary(mariadb: MariaDB, config: Path) -> None:
     checkpoint = stored_checkpoint(config)
     assert checkpoint is not None
@@ -283,7 +231,7 @@ def test_restart_after_sigterm_and_kill_9_loses_nothing(
         sink={"bulk": {"flush_interval_ms": 50, "max_actions": 50}},
     )
     run_until_caught_up(config)
-    writer = _Writer(mariadb, fresh_db, seed=7)
+    writer = RandomWriter(mariadb, fresh_db, seed=7)
     writer.start()
 
     with CdcProcess(config) as first:

@@ -1,0 +1,106 @@
+"""Network partitions: each link (MySQL, Elasticsearch, Redis) reset or blackholed for 30 s
+under a steady write load, through a TCP proxy the test controls. The connector must ride
+through without exiting, log one line when the link goes down and one when it recovers, and
+end with the index equal to MySQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from harness import CdcProcess, RandomWriter, run_until_caught_up, wait_for, write_config
+from rig import MariaDB, Redis
+
+from cdc.testing import EsStandIn, FaultProxy
+
+OUTAGE_SECONDS = 30.0
+ITEMS_DDL = (
+    "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT NOT NULL,"
+    " price DECIMAL(10,2) NOT NULL)"
+)
+LOG_NAME = {"mysql": "MySQL binlog stream", "es": "Elasticsearch", "redis": "checkpoint store"}
+
+
+@pytest.fixture
+def standin() -> Iterator[EsStandIn]:
+    with EsStandIn() as server:
+        yield server.start()
+
+
+def _items(mariadb: MariaDB, db: str) -> dict[str, dict[str, object]]:
+    rows = mariadb.query("SELECT id, name, qty, price FROM items", db=db)
+    return {str(r[0]): {"id": r[0], "name": r[1], "qty": r[2], "price": str(r[3])} for r in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+@pytest.mark.parametrize("link", ["mysql", "es", "redis"])
+def test_a_30_second_outage_of_one_link_is_ridden_out(
+    link: str,
+    mode: str,
+    mariadb: MariaDB,
+    redis_server: Redis,
+    standin: EsStandIn,
+    fresh_db: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    mariadb.sql(ITEMS_DDL, db=fresh_db)
+    redis_parts = urlsplit(redis_url)
+    proxies = {
+        "mysql": FaultProxy("127.0.0.1", mariadb.port),
+        "es": FaultProxy("127.0.0.1", standin.port),
+        "redis": FaultProxy("127.0.0.1", redis_parts.port or 6379),
+    }
+    for proxy in proxies.values():
+        proxy.start()
+    try:
+        config = write_config(
+            tmp_path / "c.yaml",
+            port=proxies["mysql"].port,
+            es_url=f"http://127.0.0.1:{proxies['es'].port}",
+            redis_url=f"redis://127.0.0.1:{proxies['redis'].port}{redis_parts.path}",
+            tables=[{"table": f"{fresh_db}.items", "index": "items"}],
+            sink={"request_timeout": 5, "max_backoff": 2},
+        )
+        run_until_caught_up(config)
+        writer = RandomWriter(mariadb, fresh_db, seed=hash((link, mode)) % 1000, pause=0.02)
+        writer.start()
+        with CdcProcess(config) as proc:
+            wait_for(lambda: len(standin.docs("items")) > 20, what="streaming to start")
+            before = writer.transactions
+            getattr(proxies[link], mode)()
+            time.sleep(OUTAGE_SECONDS)
+            proxies[link].pass_through()
+            during = writer.transactions - before
+            time.sleep(3)
+            writer.finish()
+            wait_for(
+                lambda: standin.docs("items") == _items(mariadb, fresh_db),
+                timeout=90,
+                what="the index to equal MySQL after the outage",
+            )
+            wait_for(
+                lambda: f"{LOG_NAME[link]} recovered after" in proc.log(),
+                timeout=30,
+                what="the recovery to be logged",
+            )
+            assert proc.proc.poll() is None, "the connector exited during the outage"
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0, proc.log()
+        log = proc.log()
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+    name = LOG_NAME[link]
+    print(
+        f"\n{link} {mode}: {during} transactions written during the {OUTAGE_SECONDS:.0f} s outage"
+    )
+    assert during > 100
+    assert log.count(f"{name} unavailable") == 1, log
+    assert log.count(f"{name} recovered after") == 1, log
+    for other in set(LOG_NAME.values()) - {name}:
+        assert f"{other} unavailable" not in log, log
