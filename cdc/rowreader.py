@@ -13,6 +13,8 @@ table with the same `TableSchema` the binlog source builds:
 - YEAR: 0000 -> 1900 (the library adds 1900 to the stored byte).
 - SET: set of str; the empty set -> None.
 - BIT: a string of '0'/'1' as wide as the column ('0000000101' for BIT(10) 5).
+- BINARY(n): without trailing zero bytes, which the binlog drops as padding (a BINARY(3)
+  holding 0x000100 arrives as 0x0001). Keys are padded back before they are compared.
 - JSON: MariaDB (LONGTEXT with a `json_valid` CHECK) -> the JSON text, str; MySQL -> the parsed
   value with bytes keys and bytes strings, as the library decodes MySQL's binary JSON.
 - Everything else as PyMySQL returns it (int, Decimal, timedelta, str, bytes), which matches.
@@ -91,6 +93,9 @@ class _ColumnInfo:
     column: Column
     data_type: str
     bits: int
+    """Width of a BIT column."""
+    octets: int
+    """Length of a BINARY column, which the server pads with zero bytes."""
     members: tuple[str, ...]
     """ENUM/SET members in definition order."""
 
@@ -274,7 +279,7 @@ class RowReader:
             return cached
         rows = self._query(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, "
-            "NUMERIC_PRECISION FROM information_schema.COLUMNS "
+            "NUMERIC_PRECISION, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             [schema, table],
             "reading the columns of a table",
@@ -330,6 +335,8 @@ class RowReader:
             return _bit_string(info.bits)
         if kind is Kind.JSON and info.data_type == "json":
             return _mysql_json
+        if info.octets:
+            return _unpadded
         return _identity
 
     def _decode(self, table: _Table, values: Sequence[Any]) -> dict[str, Any]:
@@ -362,7 +369,7 @@ class RowReader:
             if kind is Kind.SET:
                 return _set_mask(info, part.split(",") if part else [])
             if kind is Kind.BINARY or kind is Kind.GEOMETRY:
-                return bytes.fromhex(part)
+                return bytes.fromhex(part).ljust(info.octets, b"\0")
             if kind is Kind.JSON:
                 raise ValueError("a JSON column cannot be part of a key")
         except (ValueError, InvalidOperation) as exc:
@@ -394,6 +401,8 @@ class RowReader:
             return _set_mask(info, value)
         if kind is Kind.JSON:
             raise CdcError(f"a JSON column ({info.name!r}) cannot order a chunked read")
+        if info.octets and isinstance(value, bytes):
+            return value.ljust(info.octets, b"\0")
         return value
 
     def _wall_time(self, value: dt.datetime) -> dt.datetime:
@@ -407,7 +416,7 @@ class RowReader:
 
 
 def _column_info(row: Sequence[Any], json_columns: frozenset[str]) -> _ColumnInfo:
-    name, data_type, column_type, charset, column_key, precision = row
+    name, data_type, column_type, charset, column_key, precision, octets = row
     data_type = str(data_type).lower()
     column_type = str(column_type).lower()
     if name in json_columns:
@@ -425,11 +434,13 @@ def _column_info(row: Sequence[Any], json_columns: frozenset[str]) -> _ColumnInf
         column=Column(
             name=str(name),
             kind=kind,
-            unsigned="unsigned" in column_type,
+            # YEAR is stored unsigned and the binlog's signedness metadata says so.
+            unsigned="unsigned" in column_type or kind is Kind.YEAR,
             is_primary=column_key == "PRI",
         ),
         data_type=data_type,
         bits=int(precision or 1) if kind is Kind.BIT else 0,
+        octets=int(octets or 0) if data_type == "binary" else 0,
         members=members,
     )
 
@@ -457,6 +468,12 @@ def _valid_date(value: Any) -> Any:
     # PyMySQL returns the text of a date it cannot build ('0000-00-00', '2024-00-10'); the
     # binlog decoder returns None for those.
     return None if isinstance(value, str) else value
+
+
+def _unpadded(value: Any) -> Any:
+    # The binlog drops a BINARY value's trailing zero bytes (the server's padding), and the
+    # document id and field are built from what the binlog holds.
+    return value.rstrip(b"\0") if isinstance(value, bytes) else value
 
 
 def _timestamp(value: Any) -> Any:
