@@ -289,6 +289,10 @@ class BinlogSource:
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
         self._stream_connects = 0
         self.events_read = 0
+        # A MySQL stream started from a file/offset cannot know the GTIDs executed before it;
+        # recording only those it sees would store a partial set, from which the server would
+        # resend everything else. Such a stream keeps resuming by file/offset.
+        self._track_gtids = info.flavor == "mariadb" or bool(start.gtid)
 
     # -- library setup ---------------------------------------------------------------------
 
@@ -520,7 +524,7 @@ class BinlogSource:
             tracker.add(gtid)
         position = Position(
             flavor=self._info.flavor,
-            gtid=str(tracker) if (gtid or self._start.gtid) else "",
+            gtid=str(tracker) if self._track_gtids else "",
             file=reader.log_file,
             offset=reader.log_pos,
         )

@@ -44,7 +44,14 @@ STOP_GRACE_SECONDS = 8.0
 acknowledged position and exits anyway."""
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="CDC_CONFIG",
+        help="Connector config YAML (or the CDC_CONFIG environment variable).",
+        show_default=False,
+    ),
 ]
 
 

@@ -42,6 +42,7 @@ from cdc.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.mapping import Mapper
 from cdc.metrics import Metrics
 from cdc.position import Position
+from cdc.prereq import check_position, check_source, require
 
 log = logging.getLogger(__name__)
 
@@ -298,10 +299,21 @@ class Pipeline:
     # -- startup ------------------------------------------------------------------------------
 
     def _server(self) -> tuple[ServerInfo, Position]:
+        """Connect, refuse a server that lacks a prerequisite, and read its position now."""
         conn = connect(self.cfg.source)
         try:
             info = server_info(conn, self.cfg.source.flavor)
+            schemas = sorted({m.table.split(".", 1)[0] for m in self.cfg.tables})
+            require(check_source(conn, info, schemas))
             return info, current_position(conn, info)
+        finally:
+            conn.close()
+
+    def _check_position(self, info: ServerInfo, position: Position) -> None:
+        """Refuse a stored position the server has purged or never had."""
+        conn = connect(self.cfg.source)
+        try:
+            require([check_position(conn, info, position)])
         finally:
             conn.close()
 
@@ -334,6 +346,10 @@ class Pipeline:
         info, now = self._retry_until_up(self._server, self._source_outage)
         self._info = info
         start = self._retry_until_up(lambda: self._start_checkpoint(info, now), self._store_outage)
+        if start.written_at:
+            self._retry_until_up(
+                lambda: self._check_position(info, start.position), self._source_outage
+            )
         self._retry_until_up(lambda: self.sink.ensure_indices(self.cfg.tables), self._sink_outage)
         self._acked = start
         self._saved = start
