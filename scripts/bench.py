@@ -76,6 +76,8 @@ CONNECTOR_SERVER_ID = 9002
 # Statements sent per round trip while generating the workload (multi-statement packets keep
 # small transactions from being bounded by round trips).
 STATEMENTS_PER_TRIP = 200
+# Inserts of fewer rows than this are sent as VALUES lists (see Shape.insert_sql).
+SMALL_INSERT = 100
 # The bench measures decoding, not the disk: no fsync per commit, and a binlog cache big
 # enough that 1000-row transactions do not spill to a temporary file.
 SERVER_ARGS = [
@@ -98,8 +100,9 @@ class Shape:
 
     name: str
     ddl: str
-    insert: str
-    """INSERT ... SELECT over `{seq}` (a SEQUENCE table such as seq_1_to_1000)."""
+    """CREATE TABLE `{table}`, one column per line."""
+    values: str
+    """The value expressions of the row with id `{n}`: the data is a function of the id."""
     update: str
     """UPDATE of the rows with ids `{lo}`..`{hi}`; changes every row it matches."""
 
@@ -116,8 +119,20 @@ class Shape:
     def index(self) -> str:
         return f"bench_{self.name}"
 
+    def create_sql(self) -> str:
+        return self.ddl.format(table=self.table)
+
     def insert_sql(self, lo: int, hi: int) -> str:
-        return self.insert.format(table=self.table, seq=f"{SCHEMA}.seq_{lo}_to_{hi}")
+        """Insert the rows with ids `lo`..`hi`. A few rows go as a VALUES list; more are
+        selected from a SEQUENCE table, which costs the server less per row but more per
+        statement."""
+        if hi - lo < SMALL_INSERT:
+            rows = ",".join(f"({self.values.format(n=n)})" for n in range(lo, hi + 1))
+            return f"INSERT INTO {self.table} VALUES {rows}"
+        return (
+            f"INSERT INTO {self.table} SELECT {self.values.format(n='seq')} "
+            f"FROM {SCHEMA}.seq_{lo}_to_{hi}"
+        )
 
     def update_sql(self, lo: int, hi: int) -> str:
         return self.update.format(table=self.table, lo=lo, hi=hi)
@@ -143,21 +158,18 @@ WIDE = Shape(
           updated TIMESTAMP(6) NULL
         ) DEFAULT CHARSET=utf8mb4
     """,
-    insert="""
-        INSERT INTO {table}
-        SELECT seq,
-          CONCAT('SKU-', LPAD(seq, 10, '0')),
-          (seq % 1000000) / 100,
-          seq % 1000,
-          IF(seq % 10 = 0, NULL, seq / 7),
-          TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND
-            + INTERVAL (seq % 1000000) MICROSECOND,
-          ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
-          seq % 256,
-          CONCAT('note for row ', seq, ': ', REPEAT('lorem ipsum ', 1 + seq % 8)),
-          JSON_OBJECT('n', seq, 'tags', JSON_ARRAY('a', 'b', seq % 10), 'ok', seq % 2 = 0),
-          FROM_UNIXTIME(1700000000 + seq + (seq % 1000000) / 1000000)
-        FROM {seq}
+    values="""
+        {n},
+        CONCAT('SKU-', LPAD({n}, 10, '0')),
+        ({n} % 1000000) / 100,
+        {n} % 1000,
+        IF({n} % 10 = 0, NULL, {n} / 7),
+        TIMESTAMP'2024-01-01 00:00:00' + INTERVAL {n} SECOND + INTERVAL ({n} % 999983) MICROSECOND,
+        ELT(1 + {n} % 4, 'new', 'paid', 'shipped', 'cancelled'),
+        {n} % 256,
+        CONCAT('note for row ', {n}, ': ', REPEAT('lorem ipsum ', 1 + {n} % 8)),
+        JSON_OBJECT('n', {n}, 'tags', JSON_ARRAY('a', 'b', {n} % 10), 'ok', {n} % 2 = 0),
+        FROM_UNIXTIME(1700000000 + {n}) + INTERVAL ({n} % 999979) MICROSECOND
     """,
     update="""
         UPDATE {table} SET qty = qty + 1, price = price + 0.01,
@@ -177,11 +189,7 @@ NARROW = Shape(
           label VARCHAR(32) NOT NULL
         ) DEFAULT CHARSET=utf8mb4
     """,
-    insert="""
-        INSERT INTO {table}
-        SELECT seq, seq % 10007, (seq % 100000) / 100, CONCAT('label-', seq)
-        FROM {seq}
-    """,
+    values="{n}, {n} % 10007, ({n} % 100000) / 100, CONCAT('label-', {n})",
     update="UPDATE {table} SET amount = amount + 1 WHERE id BETWEEN {lo} AND {hi}",
 )
 
@@ -247,7 +255,7 @@ def binlog_status(db: MariaDB) -> tuple[str, int]:
 def generate(db: MariaDB, shape: Shape, rows: int, txn_size: int, ops: str) -> BinlogRange:
     """Create `shape`'s table and write the workload into a binlog file of its own."""
     db.sql(f"DROP TABLE IF EXISTS {shape.table}")
-    db.sql(shape.ddl.format(table=shape.table))
+    db.sql(shape.create_sql())
     db.sql("FLUSH BINARY LOGS")
     start = position_now(db)
     conn = db.connect(database=SCHEMA, client_flag=CLIENT.MULTI_STATEMENTS)
@@ -608,7 +616,7 @@ def measure_lag(
 ) -> LagResult:
     """Steady writes at `rate` rows/s while the connector streams them to the stand-in."""
     db.sql(f"DROP TABLE IF EXISTS {shape.table}")
-    db.sql(shape.ddl.format(table=shape.table))
+    db.sql(shape.create_sql())
     workdir = Path(tempfile.mkdtemp(prefix="lag-", dir=workdir))
     acked_at: dict[str, float] = {}
 
