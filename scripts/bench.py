@@ -8,8 +8,8 @@ Everything runs against a throwaway MariaDB (tests/rig.py) and an in-process Ela
 stand-in that stores nothing and acknowledges every bulk item (`EsStandIn(store=False)`).
 
 Throughput mode, for each table shape: the server rotates to a fresh binlog file, the workload
-is written into it (row values generated server-side from the SEQUENCE engine, `--txn-size` row
-changes per transaction), and the range from the rotation to the end of the workload is read
+is written into it (`--txn-size` row changes per transaction, values computed by the server
+from each row's id), and the range from the rotation to the end of the workload is read
 three ways, each in a child process of its own:
 
   a  `mariadb-binlog -R -v` (a remote read over TCP, like a replica's) writing to /dev/null;
@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import cProfile
 import json
-import logging
 import os
 import pstats
 import signal
@@ -87,9 +86,6 @@ SERVER_ARGS = [
     "--binlog-cache-size=8M",
     "--max-binlog-size=1G",
 ]
-
-log = logging.getLogger("bench")
-
 
 # -- table shapes and workload -------------------------------------------------------------------
 
@@ -283,13 +279,14 @@ def _run_batch(cur: Any, batch: list[str]) -> None:
     batch.clear()
 
 
-def source_config(db: MariaDB, server_id: int = CONNECTOR_SERVER_ID) -> SourceConfig:
+def source_config(db: MariaDB) -> SourceConfig:
+    """The connector's source section for `db`."""
     return SourceConfig(
         host=db.host,
         port=db.port,
         user=db.user,
         password=db.password,
-        server_id=server_id,
+        server_id=CONNECTOR_SERVER_ID,
         flavor="mariadb",
     )
 
@@ -435,19 +432,19 @@ def measure_connector(
     db: MariaDB, shape: Shape, rng: BinlogRange, workdir: Path, profile: Path | None = None
 ) -> Measured:
     """(c) The connector from the start of the range until caught up, into the stand-in."""
-    workdir = Path(tempfile.mkdtemp(prefix="connector-", dir=workdir))
+    run_dir = Path(tempfile.mkdtemp(prefix="connector-", dir=workdir))
     with EsStandIn(store=False) as standin:
-        config = write_config(workdir, db, standin.url, [shape])
-        start_checkpoint(workdir, db, rng.start)
+        config = write_config(run_dir, db, standin.url, [shape])
+        start_checkpoint(run_dir, db, rng.start)
         spec = {
             "config": str(config),
             "until_caught_up": True,
             "profile": str(profile) if profile else None,
-            "result": str(workdir / "result.json"),
+            "result": str(run_dir / "result.json"),
         }
         run_child(child_command("connector", spec))
         items = standin.items
-    result = json.loads((workdir / "result.json").read_text())
+    result = json.loads((run_dir / "result.json").read_text())
     acked = items.get("created", 0) + items.get("deleted", 0)
     if result["changes"] != rng.rows or acked != rng.rows:
         raise SystemExit(
@@ -617,7 +614,7 @@ def measure_lag(
     """Steady writes at `rate` rows/s while the connector streams them to the stand-in."""
     db.sql(f"DROP TABLE IF EXISTS {shape.table}")
     db.sql(shape.create_sql())
-    workdir = Path(tempfile.mkdtemp(prefix="lag-", dir=workdir))
+    run_dir = Path(tempfile.mkdtemp(prefix="lag-", dir=workdir))
     acked_at: dict[str, float] = {}
 
     def on_item(op: BulkOp) -> bool:
@@ -628,13 +625,13 @@ def measure_lag(
 
     with EsStandIn(store=False) as standin:
         standin.fail_items(on_item)
-        config = write_config(workdir, db, standin.url, [shape])
-        start_checkpoint(workdir, db, position_now(db))
+        config = write_config(run_dir, db, standin.url, [shape])
+        start_checkpoint(run_dir, db, position_now(db))
         spec = {
             "config": str(config),
             "until_caught_up": False,
             "profile": None,
-            "result": str(workdir / "result.json"),
+            "result": str(run_dir / "result.json"),
         }
         proc = subprocess.Popen(child_command("connector", spec))
         try:
@@ -649,7 +646,7 @@ def measure_lag(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait()
-    result = json.loads((workdir / "result.json").read_text())
+    result = json.loads((run_dir / "result.json").read_text())
     lags = sorted(acked_at[str(i)] - t for i, t in committed.items() if str(i) in acked_at)
     connector = Measured(
         "connector", result["changes"], result["wall"], result["cpu"], result["peak_rss_kb"]
@@ -694,12 +691,14 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 # -- reporting -----------------------------------------------------------------------------------
 
 
-def print_throughput(shape: Shape, rng: BinlogRange, runs: list[Measured], args: Any) -> None:
+def print_throughput(
+    shape: Shape, rng: BinlogRange, runs: list[Measured], ops: str, txn_size: int
+) -> None:
     a, b, c = runs
     print()
     print(
         f"{shape.name} table ({shape.column_count} columns): {rng.rows:,} row changes "
-        f"({args.ops}), {rng.transactions:,} transactions of up to {args.txn_size} rows, "
+        f"({ops}), {rng.transactions:,} transactions of up to {txn_size} rows, "
         f"binlog {rng.bytes / 1e6:.1f} MB"
     )
     header = (
@@ -823,7 +822,7 @@ def main(argv: list[str]) -> None:
                 measure_bare(db, rng, workdir),
                 measure_connector(db, shape, rng, workdir),
             ]
-            print_throughput(shape, rng, runs, args)
+            print_throughput(shape, rng, runs, args.ops, args.txn_size)
             if args.profile:
                 path = profile_path(args.profile, shape, len(shapes) > 1)
                 measure_connector(db, shape, rng, workdir, profile=path.resolve())
