@@ -21,7 +21,7 @@ import typer
 
 from cdc.checkpoint import CheckpointStore
 from cdc.config import ConnectorConfig, load_config
-from cdc.dlq import DeadLetter, DeadLetterQueue, open_dlq
+from cdc.dlq import DeadLetter, DeadLetterQueue, open_dlq, parse_id
 from cdc.elastic import ElasticSink, Interrupted
 from cdc.errors import CdcError, ConfigError
 from cdc.replay import Outcome, ReplayReport, replay
@@ -107,6 +107,8 @@ def replay_letters(
 ) -> None:
     cfg = _load(config)
     with _errors(), _dlq(cfg) as dlq:
+        for letter_id in ids or []:
+            parse_id(letter_id)
         count = len(set(ids)) if ids else dlq.size()
         if count == 0:
             typer.echo(f"Nothing to replay: the dead-letter queue is empty ({dlq.describe()}).")
@@ -133,10 +135,10 @@ def replay_letters(
         try:
             replay(cfg, dlq, store, reader, sink, ids=ids or None, stop=stop, on_outcome=show)
         except Interrupted:
-            typer.echo(_summary(report), err=True)
+            _partial(report)
             _fail(f"Elasticsearch did not accept the documents within {timeout:g} s", code=1)
         except CdcError:
-            typer.echo(_summary(report), err=True)
+            _partial(report)
             raise
         finally:
             timer.cancel()
@@ -201,6 +203,11 @@ def format_outcome(outcome: Outcome) -> str:
 
 def _summary(report: ReplayReport) -> str:
     return f"Replayed {report.replayed}, still rejected {report.rejected}, failed {report.failed}."
+
+
+def _partial(report: ReplayReport) -> None:
+    if report.replayed or report.rejected or report.failed:
+        typer.echo(f"Stopped early. {_summary(report)}", err=True)
 
 
 def _letters(n: int) -> str:

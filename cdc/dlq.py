@@ -305,9 +305,9 @@ class FileDeadLetterQueue:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return (0, -1), [], 0
+            return (0, 0), [], 0
         end = data.rfind(b"\n") + 1
-        floor = (0, -1)
+        floor = (0, 0)
         entries: Listing = []
         for number, line in enumerate(data[:end].splitlines(), start=1):
             where = f"{self.path}:{number}"
@@ -328,8 +328,9 @@ class FileDeadLetterQueue:
                 parse_id(letter_id)
                 letter = DeadLetter.from_json(orjson.dumps(raw["letter"]), where)
             except (KeyError, TypeError, CdcError) as exc:
+                reason = exc.message if isinstance(exc, CdcError) else repr(exc)
                 raise CdcError(
-                    f"{where} is not a dead letter: {exc}",
+                    f"{where} is not a dead letter: {reason}",
                     hint="fix or remove that line; every other letter is still readable",
                 ) from None
             entries.append((letter_id, letter))
