@@ -312,7 +312,7 @@ class Behind:
 
     def describe(self) -> str:
         parts = [
-            f"{self.transactions} transactions" if self.transactions is not None else None,
+            _plural(self.transactions, "transaction") if self.transactions is not None else None,
             size(self.bytes) if self.bytes is not None else None,
             f"{self.seconds:.0f} s" if self.seconds is not None else None,
         ]
@@ -320,6 +320,10 @@ class Behind:
         if self.file_purged:
             text += " (the checkpoint's binlog file is no longer on the server)"
         return text
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _transactions_behind(checkpoint: Position, now: Position) -> int | None:
