@@ -133,10 +133,15 @@ def store_for(cfg: ConnectorConfig, timeout: float = 5.0) -> Iterator[Checkpoint
 
 @contextlib.contextmanager
 def source(cfg: ConnectorConfig) -> Iterator[tuple[Connection, ServerInfo]]:
-    """A connection to the source server and what it is."""
+    """A connection to the source server and what it is. PyMySQL errors raised while it is
+    in use come out translated (CdcError types)."""
     conn = connect(cfg.source)
     try:
-        yield conn, server_info(conn, cfg.source.flavor)
+        try:
+            info = server_info(conn, cfg.source.flavor)
+            yield conn, info
+        except pymysql.err.MySQLError as exc:
+            raise translate_error(exc, f"talking to {cfg.source.host}:{cfg.source.port}") from exc
     finally:
         with contextlib.suppress(Exception):
             conn.close()
