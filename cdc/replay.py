@@ -14,7 +14,9 @@ Each letter ends in one of three outcomes:
 - failed: it could not be sent (the table is no longer mapped or no longer exists, the row
   cannot be mapped, the letter id is unknown); the letter stays as it was.
 
-Letters about the same row are replayed together, as one document operation.
+Letters about the same row are replayed together, as one document operation. The operation
+carries an external version chosen so that it can never undo a change the stream applies (see
+`_version`): a newer change always wins.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from cdc.checkpoint import MAX_ROW_SLOT, CheckpointStore, version
+from cdc.checkpoint import MAX_ROW_SLOT, ROW_BITS, CheckpointStore, version
 from cdc.config import ConnectorConfig
 from cdc.dlq import DeadLetter, DeadLetterQueue, clip_error
 from cdc.elastic import BulkItem, ItemResult
@@ -133,14 +135,8 @@ def replay(
             "given a version that orders them against the stream",
             hint="run the connector (`cdc run`) first; it records a checkpoint at start",
         )
-    # Every transaction the stream has applied up to the checkpoint has a counter <= C, and
-    # every later one a counter > C. The row read now already contains the effect of each
-    # transaction <= C (they committed before the checkpoint was recorded), so the version
-    # (C, max slot) is above every document they wrote and cannot undo a newer change. A
-    # transaction after C that the stream has applied, or applies later, carries a higher
-    # version and wins (409 here, which counts as success): its document is at least as new as
-    # it was when that transaction committed, and the stream goes on to apply any later one.
-    replay_version = version(checkpoint.counter, MAX_ROW_SLOT)
+    # Versions: see `_version`.
+    floor = checkpoint.counter
     zone = ZoneInfo(cfg.source.time_zone)
     report = ReplayReport()
 
@@ -151,7 +147,7 @@ def replay(
 
     mappers: dict[str, Mapper | str] = {}
     for page in _pages(dlq, ids, record):
-        _replay_page(cfg, dlq, rows, sink, page, replay_version, zone, mappers, stop, record)
+        _replay_page(cfg, dlq, rows, sink, page, floor, zone, mappers, stop, record)
     return report
 
 
@@ -190,7 +186,7 @@ def _replay_page(
     rows: RowSource,
     sink: DocumentWriter,
     page: list[tuple[str, DeadLetter]],
-    replay_version: int,
+    floor: int,
     zone: ZoneInfo,
     mappers: dict[str, Mapper | str],
     stop: threading.Event | None,
@@ -210,7 +206,7 @@ def _replay_page(
         _prepare(cfg, rows, table, columns, members, zone, mappers)
 
     sent = [
-        (group, BulkItem(group.action, replay_version, group.table, None, group.columns))
+        (group, BulkItem(group.action, _version(floor, group), group.table, None, group.columns))
         for group in groups.values()
         if group.action is not None
     ]
@@ -231,7 +227,24 @@ def _replay_page(
             elif result is None:
                 record(Outcome(letter_id, letter, "replayed"))
             else:
-                _keep_rejected(dlq, letter_id, letter, group, result, replay_version, record)
+                _keep_rejected(dlq, letter_id, letter, group, result, floor, record)
+
+
+def _version(floor: int, group: _Group) -> int:
+    """The external version a replayed row is written with: (C, max slot), where C is the
+    stored checkpoint's counter or the newest letter's transaction counter, if higher.
+
+    Every transaction with a counter <= C committed before the row is read now (the
+    checkpoint's ones before it was recorded; a letter's one before it was parked), so the row
+    already holds their effect and the version is above every document they wrote: it cannot
+    undo a newer change. Every transaction after C carries a higher version and wins, whether
+    the stream applied it already (409 here, which counts as success) or applies it later: its
+    document is as new as that transaction, and the stream goes on to apply any later one.
+    Without the letter's own counter, a replay run before the checkpoint caught up with the
+    letter could lose, as "stale", to a document older than the rejected change.
+    """
+    newest = max(letter.version >> ROW_BITS for _, letter in group.letters)
+    return version(max(floor, newest), MAX_ROW_SLOT)
 
 
 def _prepare(
@@ -308,7 +321,7 @@ def _keep_rejected(
     letter: DeadLetter,
     group: _Group,
     result: ItemResult,
-    replay_version: int,
+    floor: int,
     record: Callable[[Outcome], None],
 ) -> None:
     assert group.action is not None
@@ -320,7 +333,7 @@ def _keep_rejected(
         doc_id=group.action.doc_id,
         error=error,
         status=result.status,
-        version=replay_version,
+        version=_version(floor, group),
     )
     new_id = dlq.update(letter_id, updated)
     if new_id is None:

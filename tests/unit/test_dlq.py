@@ -217,6 +217,23 @@ def test_replay_sends_the_current_row_or_a_delete_at_the_checkpoint_version(
     assert {item.version for item in sink.sent} == {version(COUNTER, MAX_ROW_SLOT)}
 
 
+def test_a_letter_newer_than_the_checkpoint_is_replayed_above_its_own_transaction(
+    tmp_path: Path,
+) -> None:
+    # The checkpoint is written after the letter is parked, so a quick replay can see a stored
+    # counter below the letter's transaction; a document the stream wrote in between (older
+    # than the rejected change) must not win over the current row.
+    dlq = FileDeadLetterQueue(tmp_path, "c")
+    dlq.park([_letter(1, version=version(COUNTER + 5, 3)), _letter(2)])
+    sink = FakeSink()
+    _replay(dlq, FakeRows({1: _row(1), 2: _row(2)}), sink)
+    versions = {item.action.doc_id: item.version for item in sink.sent}
+    assert versions == {
+        "1": version(COUNTER + 5, MAX_ROW_SLOT),
+        "2": version(COUNTER, MAX_ROW_SLOT),
+    }
+
+
 def test_letters_rejected_again_stay_with_the_new_error_and_are_not_retried_in_the_same_run(
     tmp_path: Path,
 ) -> None:
