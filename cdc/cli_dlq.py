@@ -6,6 +6,7 @@ config. Errors are one line on stderr.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -131,9 +132,28 @@ def replay_letters(
         store = _checkpoint_store(cfg)
         sink = ElasticSink(cfg.sink)
         reader = RowReader(cfg.source)
+
+        def waiting(error: BaseException, attempt: int) -> None:
+            if attempt == 1:
+                typer.echo(
+                    f"Elasticsearch is not accepting writes ({_one_line(str(error))}); "
+                    f"retrying for up to {timeout:g} s",
+                    err=True,
+                )
+
         timer.start()
         try:
-            replay(cfg, dlq, store, reader, sink, ids=ids or None, stop=stop, on_outcome=show)
+            replay(
+                cfg,
+                dlq,
+                store,
+                reader,
+                sink,
+                ids=ids or None,
+                stop=stop,
+                on_outcome=show,
+                on_retry=waiting,
+            )
         except Interrupted:
             _partial(report)
             _fail(f"Elasticsearch did not accept the documents within {timeout:g} s", code=1)
@@ -244,6 +264,8 @@ def _load(config: Path) -> ConnectorConfig:
     from cdc.cli import setup_logging
 
     setup_logging(cfg.log_format, "WARNING")
+    # The transport warns on every failed attempt; the command says it once.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     return cfg
 
 

@@ -120,13 +120,16 @@ def replay(
     ids: Sequence[str] | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_retry: Callable[[BaseException, int], None] | None = None,
 ) -> ReplayReport:
     """Replay every letter, or only those in `ids`, in queue order; see the module docstring.
 
-    Safe while the connector runs. Letters parked after the replay started are left for the
-    next one. Raises CdcError when there is no checkpoint to take a version from, and lets
-    SourceUnavailable / CheckpointUnavailable / Interrupted (when `stop` is set while
-    Elasticsearch is failing) through: letters already handled stay handled.
+    `on_outcome` is called for each letter as it is decided, `on_retry` (error, attempt) each
+    time a bulk request is retried. Safe while the connector runs. Letters parked after the
+    replay started are left for the next one. Raises CdcError when there is no checkpoint to
+    take a version from, and lets SourceUnavailable, CheckpointUnavailable and Interrupted
+    (`stop` was set while Elasticsearch was failing) through: letters already handled stay
+    handled.
     """
     checkpoint = store.load()
     if checkpoint is None:
@@ -147,7 +150,7 @@ def replay(
 
     mappers: dict[str, Mapper | str] = {}
     for page in _pages(dlq, ids, record):
-        _replay_page(cfg, dlq, rows, sink, page, floor, zone, mappers, stop, record)
+        _replay_page(cfg, dlq, rows, sink, page, floor, zone, mappers, stop, on_retry, record)
     return report
 
 
@@ -190,6 +193,7 @@ def _replay_page(
     zone: ZoneInfo,
     mappers: dict[str, Mapper | str],
     stop: threading.Event | None,
+    on_retry: Callable[[BaseException, int], None] | None,
     record: Callable[[Outcome], None],
 ) -> None:
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], _Group] = {}
@@ -212,7 +216,7 @@ def _replay_page(
     ]
     rejected: dict[int, ItemResult] = {}
     if sent:
-        written = sink.write([item for _, item in sent], stop=stop)
+        written = sink.write([item for _, item in sent], stop=stop, on_retry=on_retry)
         rejected = {id(item): result for item, result in written}
     rejection = {id(group): rejected.get(id(item)) for group, item in sent}
     done = [i for group, item in sent if id(item) not in rejected for i, _ in group.letters]

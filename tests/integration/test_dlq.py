@@ -473,3 +473,29 @@ def test_on_rejected_fail_stops_the_connector_before_the_checkpoint_passes_the_r
     )
     assert _run_until_caught_up(config).returncode == 0
     assert osmem.all_docs(es_index) == _items(mariadb, fresh_db)
+
+
+def test_replay_gives_up_when_elasticsearch_does_not_answer_and_keeps_the_letters(
+    mariadb: MariaDB, osmem: Osmem, fresh_db: str, es_index: str, tmp_path: Path
+) -> None:
+    mariadb.sql(ITEMS_DDL, db=fresh_db)
+    mariadb.sql("INSERT INTO items VALUES (1, 'one', '10')", db=fresh_db)
+    config = _items_config(tmp_path, mariadb, osmem, fresh_db, es_index, None)
+    assert _run_until_caught_up(config).returncode == 0
+    down = write_config(
+        tmp_path / "down.yaml",
+        port=mariadb.port,
+        es_url=f"http://127.0.0.1:{free_port()}",
+        tables=[{"table": f"{fresh_db}.items", "index": es_index}],
+        sink={"request_timeout": 1, "max_backoff": 0.2},
+    )
+    dlq = open_dlq(load_config(down))
+    dlq.park([_letter(1, table=f"{fresh_db}.items", index=es_index)])
+    gave_up = _cdc("dlq", "replay", "--yes", "--timeout", "2", config=down)
+    assert gave_up.returncode == 1
+    lines = gave_up.stderr.splitlines()
+    assert len(lines) == 2, gave_up.stderr
+    assert lines[0].startswith("Elasticsearch is not accepting writes (Elasticsearch unreachable")
+    assert lines[0].endswith("retrying for up to 2 s")
+    assert lines[1] == "error: Elasticsearch did not accept the documents within 2 s"
+    assert dlq.size() == 1
