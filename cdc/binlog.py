@@ -41,7 +41,7 @@ from pymysqlreplication.row_event import (
 
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, PositionError, SourceUnavailable
-from cdc.events import Begin, Column, Commit, Event, Kind, RowChange, TableSchema
+from cdc.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.position import Flavor, Position
 
@@ -429,10 +429,11 @@ class BinlogSource:
     def _mapped(self, schema: str, table: str) -> bool:
         return any(m.matches(schema, table) for m in self._mappings)
 
-    def events(self) -> Iterator[Event | None]:
+    def events(self) -> Iterator[Event]:
         """Yield events from the start position; raises SourceUnavailable when the link breaks.
 
-        Heartbeats (the server is idle and we are caught up) are yielded as `None`.
+        A `Heartbeat` says the server has sent everything before its position (it is idle, or
+        it skipped events the stream already has).
         """
         tracker = _GtidTracker(self._info.flavor, self._start.gtid)
         self._reader = reader = self._open()
@@ -452,7 +453,7 @@ class BinlogSource:
                     raise SourceUnavailable("the server ended the binlog stream")
                 self.events_read += 1
                 if isinstance(event, HeartbeatLogEvent):
-                    yield None
+                    yield Heartbeat(file=str(event.ident), offset=int(event.packet.log_pos))
                     continue
                 if isinstance(event, GtidEvent | MariadbGtidEvent):
                     pending_gtid = event.gtid

@@ -138,6 +138,14 @@ class CheckpointStore(Protocol):
         """The last heartbeat's status, or None if none is alive (never written or expired)."""
         ...
 
+    def load_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Snapshot progress by table (`schema.table`); empty when there is none."""
+        ...
+
+    def save_snapshot(self, table: str, state: dict[str, Any] | None) -> None:
+        """Record (or with None, forget) the snapshot progress of one table. Idempotent."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -147,6 +155,7 @@ class FileCheckpointStore:
     def __init__(self, directory: str | os.PathLike[str], name: str) -> None:
         self.path = Path(directory) / f"{name}.json"
         self.status_path = Path(directory) / f"{name}.status.json"
+        self.snapshots_path = Path(directory) / f"{name}.snapshots.json"
 
     def load(self) -> Checkpoint | None:
         try:
@@ -177,6 +186,27 @@ class FileCheckpointStore:
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def load_snapshots(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = orjson.loads(self.snapshots_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except orjson.JSONDecodeError:
+            return {}
+        except OSError as exc:
+            raise CheckpointUnavailable(
+                f"cannot read {self.snapshots_path}: {exc.strerror}"
+            ) from exc
+        return raw if isinstance(raw, dict) else {}
+
+    def save_snapshot(self, table: str, state: dict[str, Any] | None) -> None:
+        states = self.load_snapshots()
+        if state is None:
+            states.pop(table, None)
+        else:
+            states[table] = state
+        _write_atomically(self.snapshots_path, orjson.dumps(states), durable=True)
 
     def describe(self) -> str:
         return str(self.path)

@@ -291,6 +291,8 @@ class TableMapping(_Model):
     """BINARY/VARBINARY/BLOB columns as base64 text, or left out."""
     json_columns: list[str] = []
     """Columns holding JSON text (MariaDB stores JSON as LONGTEXT) to parse into objects."""
+    snapshot: SnapshotMode | None = None
+    """Overrides `snapshot.mode` for this mapping."""
     index_settings: dict[str, Any] | None = None
     """Settings used when the connector creates a missing index."""
     index_mappings: dict[str, Any] | None = None
@@ -337,6 +339,21 @@ class TableMapping(_Model):
         return fnmatch.fnmatchcase(f"{schema}.{table}", self.table)
 
 
+SnapshotMode = Literal["initial", "never", "when_needed"]
+
+
+class SnapshotConfig(_Model):
+    """Copying the rows that exist before streaming starts (and re-syncing on demand)."""
+
+    mode: SnapshotMode = "initial"
+    """`initial`: copy every mapped table the first time the connector starts (no checkpoint);
+    `when_needed`: also copy a table when its mapping is new to the connector; `never`."""
+    chunk_size: int = Field(2000, ge=1, le=100_000)
+    """Rows read per chunk (one consistent read each)."""
+    max_rows_per_second: int = Field(0, ge=0)
+    """Throttle to protect the primary; 0 means no limit."""
+
+
 class MetricsConfig(_Model):
     """The Prometheus endpoint."""
 
@@ -368,6 +385,8 @@ class ConnectorConfig(_Model):
     """Log lines as plain text or JSON objects."""
     metrics: MetricsConfig = MetricsConfig()
     """The Prometheus `/metrics` endpoint."""
+    snapshot: SnapshotConfig = SnapshotConfig()
+    """Initial load and re-sync of tables."""
 
     @field_validator("name")
     @classmethod

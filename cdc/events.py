@@ -98,4 +98,12 @@ class Commit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Begin | RowChange | Commit
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The server sent everything before `file`/`offset` (it is idle, or skipped events)."""
+
+    file: str
+    offset: int
+
+
+Event = Begin | RowChange | Commit | Heartbeat

@@ -12,6 +12,7 @@ Each `Metrics` owns its registry (several pipelines can live in one test process
     cdc_checkpoint_age_seconds          seconds since the checkpoint was last written
     cdc_dead_letters                    documents parked in the dead-letter queue
     cdc_reconnects_total{component}     link failures by component
+    cdc_snapshot_rows{table}            rows copied so far by a table's snapshot
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class Metrics:
         )
         self.dead_letters = Gauge(
             "cdc_dead_letters", "Documents parked in the dead-letter queue", registry=r
+        )
+        self.snapshot_rows = Gauge(
+            "cdc_snapshot_rows",
+            "Rows copied by the current snapshot of a table",
+            ["table"],
+            registry=r,
         )
         self.reconnects = Counter(
             "cdc_reconnects", "Link failures by component", ["component"], registry=r

@@ -13,6 +13,7 @@ every stale write into a harmless 409.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import queue
@@ -20,13 +21,15 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from cdc.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
 from cdc.checkpoint import (
+    MAX_COUNTER,
     MAX_ROW_SLOT,
     Checkpoint,
     CheckpointStore,
@@ -37,16 +40,20 @@ from cdc.config import ConnectorConfig
 from cdc.dlq import DeadLetter, DeadLetterQueue
 from cdc.elastic import BulkItem, ElasticSink, Interrupted, ItemResult, rejection_error
 from cdc.errors import CdcError, MappingError, PositionError, TransientError
-from cdc.events import Begin, Commit, RowChange, TableSchema
+from cdc.events import Begin, Commit, Heartbeat, RowChange, TableSchema
 from cdc.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.mapping import Mapper
 from cdc.metrics import Metrics
 from cdc.position import Position
 from cdc.prereq import check_position, check_source, require
+from cdc.rowreader import RowReader
+from cdc.snapshot import Chunk, Progress, Snapshotter, request, resolve_tables
 
 log = logging.getLogger(__name__)
 
 _QUEUE_EVENTS = 20_000
+# Commits remembered to version snapshot chunks read at an earlier binlog position.
+_COMMIT_HISTORY = 200_000
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 15.0
 
@@ -68,6 +75,7 @@ class RunStats:
     checkpoints: int = 0
     reconnects: int = 0
     dead_letters: int = 0
+    snapshot_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
 
 
@@ -288,6 +296,16 @@ class Pipeline:
         self._change_counters: dict[tuple[str, str], Any] = {}
         self._last_event_time = 0
         self._caught_up = False
+        # How far the stream has read, as (file, offset): the last commit or heartbeat.
+        self._stream_point: tuple[str, int] | None = None
+        # (file, offset, counter) of recent commits, to version snapshot chunks.
+        self._history: deque[tuple[str, int, int]] = deque(maxlen=_COMMIT_HISTORY)
+        self._chunk_inbox: queue.Queue[Chunk] = queue.Queue(maxsize=1)
+        self._held: list[Chunk] = []
+        self._batch_chunks: list[Chunk] = []
+        self._chunk_mappers: dict[tuple[int, TableSchema], Mapper] = {}
+        self._snapshotter: Snapshotter | None = None
+        self.snapshot_progress: Progress | None = None
         sink.on_request = m.bulk_seconds.observe
         sink.on_items = lambda outcome, n: m.documents.labels(outcome).inc(n)
         m.track_lag(self._lag)
@@ -359,6 +377,12 @@ class Pipeline:
             # rather than from a later "now".
             self._retry_until_up(lambda: self.store.save(start.stamped()), self._store_outage)
         self._recorder.start()
+        if start.position.file and start.position.offset is not None:
+            self._history.append((start.position.file, start.position.offset, start.counter))
+            self._stream_point = (start.position.file, start.position.offset)
+        self._retry_until_up(
+            lambda: self._start_snapshots(start.written_at == 0), self._source_outage
+        )
         self._read_position = start.position
         self._read_counter = start.counter
         self._last_commit_counter = start.counter
@@ -447,7 +471,12 @@ class Pipeline:
                 event = None
             if isinstance(event, _Failed):
                 return event.error
-            self._caught_up = event is None and reader.queue.empty() and not self._batch
+            idle = event is None or isinstance(event, Heartbeat)
+            self._caught_up = idle and reader.queue.empty() and not self._batch
+            if isinstance(event, Heartbeat):
+                point = (event.file, event.offset)
+                if self._stream_point is None or point > self._stream_point:
+                    self._stream_point = point
             if event is not None and not healthy:
                 healthy = True
                 self._source_outage.recovered()
@@ -460,18 +489,122 @@ class Pipeline:
                 self._txn_start = len(self._batch)
             elif isinstance(event, Commit):
                 self._on_commit(event)
+            if self._snapshotter is not None:
+                self._serve_chunks()
             if self._batch and (
                 len(self._batch) >= self.cfg.sink.bulk.max_actions
                 or self._batch_bytes >= self.cfg.sink.bulk.max_bytes
                 or time.monotonic() - self._batch_started >= flush_interval
             ):
                 self._flush()
-            if event is None and reader.queue.empty():
+            if idle and reader.queue.empty():
                 self._flush()
                 self._save_checkpoint()
-                if target is not None and self._acked and reached(self._acked.position, target):
+                if (
+                    target is not None
+                    and self._acked
+                    and reached(self._acked.position, target)
+                    and self._snapshots_quiet()
+                ):
                     return None
         return None
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _start_snapshots(self, fresh: bool) -> None:
+        """Request the snapshots the config asks for, and start serving snapshot requests."""
+        modes = [m.snapshot or self.cfg.snapshot.mode for m in self.cfg.tables]
+        if (fresh and "initial" in modes) or "when_needed" in modes:
+            reader = RowReader(self.cfg.source)
+            try:
+                tables = resolve_tables(self.cfg, reader)
+            finally:
+                reader.close()
+            known = self.store.load_snapshots()
+            wanted = []
+            for table in tables:
+                mapping = self.cfg.mapping_for(*table.split(".", 1))
+                assert mapping is not None
+                mode = mapping.snapshot or self.cfg.snapshot.mode
+                if (mode == "initial" and fresh) or (mode == "when_needed" and table not in known):
+                    wanted.append(table)
+            if wanted:
+                log.info("snapshot requested for %s", ", ".join(wanted))
+                request(self.cfg, self.store, wanted)
+        if self._snapshotter is None:
+            self._snapshotter = Snapshotter(
+                self.cfg, self.store, self._chunk_inbox.put, self.stop, self._on_progress
+            )
+            self._snapshotter.start()
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.snapshot_progress = progress
+        self.metrics.snapshot_rows.labels(progress.table).set(progress.rows_done)
+
+    def _snapshots_quiet(self) -> bool:
+        s = self._snapshotter
+        if s is None:
+            return True
+        if s.failure is not None:
+            raise s.failure
+        return (
+            s.idle.is_set()
+            and not self._held
+            and self._chunk_inbox.empty()
+            and not self._batch_chunks
+        )
+
+    def _serve_chunks(self) -> None:
+        """Version and queue the snapshot chunks the stream has reached; only between
+        transactions, so that dropping a half-read transaction never drops chunk rows."""
+        if self._txn_counter:
+            return
+        while True:
+            try:
+                self._held.append(self._chunk_inbox.get_nowait())
+            except queue.Empty:
+                break
+        waiting = []
+        for chunk in self._held:
+            counter = self._counter_at(chunk.position)
+            if counter is None:
+                waiting.append(chunk)
+            elif counter < 0:
+                chunk.dropped = True
+                chunk.done.set()
+            else:
+                self._add_chunk(chunk, counter)
+        self._held = waiting
+
+    def _counter_at(self, position: tuple[str, int]) -> int | None:
+        """The counter of the last transaction at or before `position`; None while the stream
+        has not read that far, -1 when it is older than the remembered history."""
+        point = self._stream_point
+        if point is None or point < position:
+            return None
+        history = self._history
+        if not history or history[-1][:2] <= position:
+            return self._read_counter
+        at = bisect.bisect_right(history, (*position, MAX_COUNTER)) - 1
+        return history[at][2] if at >= 0 else -1
+
+    def _add_chunk(self, chunk: Chunk, counter: int) -> None:
+        key = (id(chunk.mapping), chunk.schema)
+        mapper = self._chunk_mappers.get(key)
+        if mapper is None:
+            mapper = self._chunk_mappers[key] = Mapper(chunk.mapping, chunk.schema, self._tz)
+        chunk_version = version(counter, MAX_ROW_SLOT)
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        for row in chunk.rows:
+            for action in mapper.map(RowChange(chunk.schema, "insert", None, row)):
+                if chunk.target_index is not None:
+                    action = replace(action, index=chunk.target_index)
+                item = BulkItem(action, chunk_version, chunk.table, None, mapper.id_columns)
+                self._batch.append(item)
+                self._batch_bytes += len(item.body)
+        self._batch_chunks.append(chunk)
+        self._txn_start = len(self._batch)
 
     def _on_change(self, change: RowChange) -> None:
         table = change.table
@@ -516,6 +649,11 @@ class Pipeline:
         self._read_position = commit.position
         self._last_commit = commit
         self._last_commit_counter = self._read_counter
+        if commit.position.file and commit.position.offset is not None:
+            point = (commit.position.file, commit.position.offset)
+            self._history.append((*point, self._read_counter))
+            if self._stream_point is None or point > self._stream_point:
+                self._stream_point = point
         self._txn_start = len(self._batch)
         self.stats.transactions += 1
         self.metrics.transactions.inc()
@@ -564,6 +702,10 @@ class Pipeline:
         self._batch_bytes = 0
         self._txn_start = 0
         self._ack_last_commit()
+        for chunk in self._batch_chunks:
+            self.stats.snapshot_rows += len(chunk.rows)
+            chunk.done.set()
+        self._batch_chunks = []
 
     def _park(self, rejected: list[tuple[BulkItem, ItemResult]]) -> None:
         """Park rejected documents in the dead-letter queue, durably, before the checkpoint can
@@ -613,6 +755,7 @@ class Pipeline:
             "dead_letters": self.stats.dead_letters,
             "reconnects": self.stats.reconnects,
             "by_table": dict(self.stats.by_table),
+            "snapshot": self.snapshot_progress.to_dict() if self.snapshot_progress else None,
         }
 
     def _lag(self) -> float:

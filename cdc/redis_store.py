@@ -5,6 +5,7 @@ Keys, all namespaced by the configured prefix and the connector name:
 
     <prefix>:<name>:checkpoint   string: the checkpoint JSON document (see cdc.checkpoint)
     <prefix>:<name>:heartbeat    string with a TTL: the running connector's status (JSON)
+    <prefix>:<name>:snapshots    hash: table (schema.table) -> snapshot progress (JSON)
     <prefix>:<name>:dlq          stream: the dead-letter queue, one entry per rejected document
                                  with one field, `letter` (JSON, see cdc.dlq.DeadLetter); never
                                  trimmed by the connector, only by `cdc dlq replay`/`purge`
@@ -32,6 +33,10 @@ def heartbeat_key(prefix: str, name: str) -> str:
     return f"{prefix}:{name}:heartbeat"
 
 
+def snapshots_key(prefix: str, name: str) -> str:
+    return f"{prefix}:{name}:snapshots"
+
+
 def dlq_key(prefix: str, name: str) -> str:
     return f"{prefix}:{name}:dlq"
 
@@ -53,6 +58,7 @@ class RedisCheckpointStore:
         self._url = url
         self.key = checkpoint_key(prefix, name)
         self.heartbeat_key = heartbeat_key(prefix, name)
+        self.snapshots_key = snapshots_key(prefix, name)
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -98,6 +104,26 @@ class RedisCheckpointStore:
         assert isinstance(data, bytes)
         status = orjson.loads(data)
         return status if isinstance(status, dict) else None
+
+    def load_snapshots(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = self._client.hgetall(self.snapshots_key)
+        except redis.RedisError as exc:
+            raise _translate(exc, "reading snapshot progress from Redis") from exc
+        assert isinstance(raw, dict)
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): orjson.loads(v)
+            for k, v in raw.items()
+        }
+
+    def save_snapshot(self, table: str, state: dict[str, Any] | None) -> None:
+        try:
+            if state is None:
+                self._client.hdel(self.snapshots_key, table)
+            else:
+                self._client.hset(self.snapshots_key, table, orjson.dumps(state))
+        except redis.RedisError as exc:
+            raise _translate(exc, "writing snapshot progress to Redis") from exc
 
     def describe(self) -> str:
         return f"Redis key {self.key}"

@@ -231,6 +231,97 @@ class RowReader:
         rows = self._query(sql, params, f"reading {schema}.{table}")
         return [self._decode(info, row) for row in rows]
 
+    def consistent_chunk(
+        self,
+        schema: str,
+        table: str,
+        key_columns: Sequence[str],
+        after: tuple[Any, ...] | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], tuple[str, int]]:
+        """`fetch_chunk` inside a consistent-snapshot transaction, with the binlog position
+        (file, offset) that snapshot corresponds to.
+
+        MariaDB reports the snapshot's exact position (`binlog_snapshot_file/position`). MySQL
+        has no such status, so the position is read just before the snapshot starts: it may be
+        a little earlier than the rows, and transactions in between are then applied again by
+        the stream after the chunk, which converges to the same documents.
+        """
+        self._table(schema, table)
+        mariadb = self._server_flavor() == "mariadb"
+        position = None if mariadb else self._binlog_position()
+        self._query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", [], "starting a read")
+        try:
+            if mariadb:
+                status = dict(
+                    self._query(
+                        "SHOW STATUS LIKE 'binlog_snapshot_%%'", [], "reading the snapshot position"
+                    )
+                )
+                position = (
+                    str(status["Binlog_snapshot_file"]),
+                    int(status["Binlog_snapshot_position"]),
+                )
+            rows = self.fetch_chunk(schema, table, key_columns, after, limit)
+        finally:
+            if self._conn is not None:
+                self._query("COMMIT", [], "ending a read")
+        assert position is not None
+        return rows, position
+
+    def _binlog_position(self) -> tuple[str, int]:
+        try:
+            rows = self._query("SHOW BINARY LOG STATUS", [], "reading the binlog position")
+        except CdcError:
+            rows = self._query("SHOW MASTER STATUS", [], "reading the binlog position")
+        if not rows:
+            raise CdcError("binary logging is disabled on the source server")
+        return str(rows[0][0]), int(rows[0][1])
+
+    def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None:
+        """The primary key, else the first unique key whose columns are all NOT NULL, else
+        None: the columns that identify a row for reading in chunks."""
+        described = self._table(schema, table)
+        if described.schema.primary_key:
+            return described.schema.primary_key
+        rows = self._query(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s"
+            " JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA"
+            " AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME"
+            " WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0"
+            " ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+            [schema, table],
+            "reading the unique keys of a table",
+        )
+        keys: dict[str, list[tuple[str, bool]]] = {}
+        for index, column, nullable in rows:
+            keys.setdefault(str(index), []).append((str(column), str(nullable) == "YES"))
+        for columns in keys.values():
+            if not any(nullable for _, nullable in columns):
+                return tuple(name for name, _ in columns)
+        return None
+
+    def list_tables(self) -> list[str]:
+        """Every base table the user can see, as `schema.table` (system schemas left out)."""
+        rows = self._query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+            " WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN"
+            " ('mysql', 'information_schema', 'performance_schema', 'sys')",
+            [],
+            "listing tables",
+        )
+        return sorted(f"{schema}.{table}" for schema, table in rows)
+
+    def estimate_rows(self, schema: str, table: str) -> int:
+        """The server's estimate of the table's row count (cheap; exact for MyISAM)."""
+        rows = self._query(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            [schema, table],
+            "estimating the size of a table",
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
     def forget(self) -> None:
         """Drop cached table descriptions (after DDL)."""
         self._tables.clear()

@@ -56,6 +56,8 @@ def write_config(
     sink = {"urls": [es_url], "bulk": {"flush_interval_ms": 50}, "max_backoff": 2}
     sink.update(sections.pop("sink", {}))
     sections.setdefault("metrics", {"host": "127.0.0.1", "port": 0})
+    # Tests start from "now" unless they test snapshots.
+    sections.setdefault("snapshot", {"mode": "never"})
     data = {
         "name": name,
         "source": source,

@@ -13,7 +13,7 @@ from rig import MariaDB, Osmem
 from cdc.binlog import BinlogSource, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import SourceUnavailable
-from cdc.events import Begin, Commit, RowChange
+from cdc.events import Begin, Commit, Heartbeat, RowChange
 
 
 def _source_config(mariadb: MariaDB, server_id: int = 901) -> SourceConfig:
@@ -32,7 +32,7 @@ def _read_until_idle(source: BinlogSource) -> list[object]:
     """Events until the first heartbeat (the server has nothing more to send)."""
     events: list[object] = []
     for event in source.events():
-        if event is None:
+        if isinstance(event, Heartbeat):
             break
         events.append(event)
     source.close()

@@ -17,6 +17,7 @@ from rig import MariaDB
 from cdc.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import PositionError, PrerequisiteError
+from cdc.events import Heartbeat
 from cdc.position import Position
 from cdc.prereq import Check, check_position, check_source, require
 
@@ -57,7 +58,7 @@ def _server_streams_from(server: MariaDB, position: Position) -> bool:
     source = BinlogSource(_config(server), [TableMapping(table="x.*", index="x")], position, info)
     try:
         for event in source.events():
-            if event is None:
+            if isinstance(event, Heartbeat):
                 return True
     except PositionError:
         return False

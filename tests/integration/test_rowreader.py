@@ -14,7 +14,7 @@ from rig import MariaDB, free_port
 from cdc.binlog import BinlogSource, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, SourceUnavailable
-from cdc.events import RowChange
+from cdc.events import Heartbeat, RowChange
 from cdc.mapping import Mapper
 from cdc.rowreader import RowReader
 
@@ -82,7 +82,7 @@ def _streamed_rows(cfg: SourceConfig, db: str, write: Any) -> list[RowChange]:
     source = BinlogSource(cfg, [TableMapping(table=f"{db}.*", index="x")], start, info)
     changes = []
     for event in source.events():
-        if event is None:
+        if isinstance(event, Heartbeat):
             break
         if isinstance(event, RowChange):
             changes.append(event)
