@@ -175,11 +175,13 @@ def run(
 
 # Sub-command groups and commands defined in their own modules register here.
 import cdc.cli_dlq  # noqa: E402 - kept with the registrations
+import cdc.cli_snapshot  # noqa: E402 - kept with the registrations
 from cdc import cli_ops, cli_position  # noqa: E402 - kept with the registrations
 
 app.add_typer(cli_position.app, name="position")
 cli_ops.register(app)
 app.add_typer(cdc.cli_dlq.app, name="dlq")
+app.command()(cdc.cli_snapshot.snapshot)
 
 
 def main() -> None:
