@@ -120,28 +120,17 @@ def replay_letters(
             yes,
         )
         report = ReplayReport()
+        patience = _Patience(timeout)
 
         def show(outcome: Outcome) -> None:
+            patience.progressed()
             report.add(outcome)
             if outcome.result != "replayed":
                 typer.echo(format_outcome(outcome))
 
-        stop = threading.Event()
-        timer = threading.Timer(timeout, stop.set)
-        timer.daemon = True
         store = _checkpoint_store(cfg)
         sink = ElasticSink(cfg.sink)
         reader = RowReader(cfg.source)
-
-        def waiting(error: BaseException, attempt: int) -> None:
-            if attempt == 1:
-                typer.echo(
-                    f"Elasticsearch is not accepting writes ({_one_line(str(error))}); "
-                    f"retrying for up to {timeout:g} s",
-                    err=True,
-                )
-
-        timer.start()
         try:
             replay(
                 cfg,
@@ -150,9 +139,9 @@ def replay_letters(
                 reader,
                 sink,
                 ids=ids or None,
-                stop=stop,
+                stop=patience.stop,
                 on_outcome=show,
-                on_retry=waiting,
+                on_retry=patience.failing,
             )
         except Interrupted:
             _partial(report)
@@ -161,7 +150,7 @@ def replay_letters(
             _partial(report)
             raise
         finally:
-            timer.cancel()
+            patience.cancel()
             reader.close()
             sink.close()
             store.close()
@@ -247,6 +236,36 @@ def _clip(text: str, width: int) -> str:
 
 
 # -- plumbing ----------------------------------------------------------------------------------
+
+
+class _Patience:
+    """Sets `stop` once Elasticsearch has refused writes for `timeout` seconds in a row, and
+    says once per outage that it is waiting."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.stop = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def failing(self, error: BaseException, attempt: int) -> None:
+        if self._timer is not None:
+            return
+        typer.echo(
+            f"Elasticsearch is not accepting writes ({_one_line(str(error))}); "
+            f"retrying for up to {self.timeout:g} s",
+            err=True,
+        )
+        self._timer = threading.Timer(self.timeout, self.stop.set)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def progressed(self) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self._timer is not None and not self.stop.is_set():
+            self._timer.cancel()
+            self._timer = None
 
 
 def _fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
