@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -12,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from cdc.config import load_config
+from cdc.checkpoint import CheckpointStore
+from cdc.config import ConnectorConfig, load_config
 from cdc.elastic import ElasticSink, Interrupted
 from cdc.errors import CdcError
 from cdc.pipeline import Pipeline
@@ -35,6 +37,14 @@ def snapshot(
     ] = None,
     all_tables: Annotated[
         bool, typer.Option("--all", help="Copy every table the mappings cover.")
+    ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            help="Fill a fresh versioned index (e.g. products_v2) behind the alias while the old "
+            "one keeps serving, then swap the alias atomically. The old index is left for you "
+            "to delete. Every table feeding the alias is copied."
+        ),
     ] = False,
     wait: Annotated[
         bool,
@@ -87,7 +97,10 @@ def snapshot(
             raise typer.Exit(2)
         status = store.read_status()
         running = status is not None and status.get("state") in ("running", "degraded")
-        request(cfg, store, tables)
+        if rebuild:
+            tables = _request_rebuild(cfg, store, covered, tables)
+        else:
+            request(cfg, store, tables)
         typer.echo(f"snapshot requested for {', '.join(tables)}")
         if running:
             typer.echo(f"the running connector (pid {status['pid']}) performs it")  # type: ignore[index]
@@ -126,6 +139,50 @@ def snapshot(
         raise typer.Exit(1) from None
     finally:
         store.close()
+
+
+def _next_index(alias: str, current: str) -> str:
+    match = re.fullmatch(r"(.+)_v(\d+)", current)
+    return f"{match.group(1)}_v{int(match.group(2)) + 1}" if match else f"{alias}_v2"
+
+
+def _request_rebuild(
+    cfg: ConnectorConfig, store: CheckpointStore, covered: list[str], tables: list[str]
+) -> list[str]:
+    """Create the new index of every alias the tables feed, and request a snapshot of every
+    table feeding those aliases into it. Returns the tables requested."""
+    from cdc.config import TableMapping
+
+    def mapping_of(table: str) -> TableMapping:
+        mapping = cfg.mapping_for(*table.split(".", 1))
+        assert mapping is not None
+        return mapping
+
+    aliases = sorted({mapping_of(t).index for t in tables})
+    sink = ElasticSink(cfg.sink)
+    try:
+        for alias in aliases:
+            current = sink.alias_target(alias)
+            if current is None:
+                raise CdcError(
+                    f"{alias} is not an alias, so it cannot be swapped atomically",
+                    hint=f"create an index {alias}_v1 holding the documents with the alias "
+                    f"{alias} (the connector does this for indices it creates), or snapshot "
+                    "without --rebuild",
+                )
+            new = _next_index(alias, current)
+            members = sorted(t for t in covered if mapping_of(t).index == alias)
+            if not sink.create_index(new, mapping_of(members[0])):
+                raise CdcError(
+                    f"index {new} already exists",
+                    hint=f"delete it if it is a leftover of an earlier rebuild of {alias}",
+                )
+            typer.echo(f"rebuilding {alias}: {current} -> {new} from {', '.join(members)}")
+            for table in members:
+                request(cfg, store, [table], target_index=new)
+    finally:
+        sink.close()
+    return sorted(t for t in covered if mapping_of(t).index in aliases)
 
 
 def _follow(store: object, tables: list[str], worker: threading.Thread | None) -> None:

@@ -212,9 +212,10 @@ class ElasticSink:
         return body if isinstance(body, dict) else {}
 
     def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
-        """Create missing target indices with their configured settings/mappings.
+        """Create missing targets as an index `<name>_v1` behind the alias `<name>`, with the
+        configured settings/mappings (the alias is what `cdc snapshot --rebuild` swaps).
 
-        Idempotent; returns the names it created. Indices (or aliases) that exist are left alone.
+        Idempotent; returns the aliases it created. Indices or aliases that exist are left alone.
         """
         created = []
         for name in sorted({m.index for m in mappings}):
@@ -224,22 +225,51 @@ class ElasticSink:
             if status != 404:
                 self._check_status(status, {}, f"checking index {name}")
             mapping = next(m for m in mappings if m.index == name)
-            body: dict[str, Any] = {}
-            if mapping.index_settings:
-                body["settings"] = mapping.index_settings
-            if mapping.index_mappings:
-                body["mappings"] = mapping.index_mappings
-            status, resp = self.request("PUT", f"/{quote(name)}", orjson.dumps(body))
-            already = (
-                status == 400
-                and isinstance(resp, dict)
-                and "already_exists" in str(resp.get("error", {}))
-            )
-            if not already:
-                self._check_status(status, resp, f"creating index {name}")
+            if self.create_index(f"{name}_v1", mapping, alias=name):
                 created.append(name)
-                log.info("created index %s", name)
+                log.info("created index %s_v1 behind the alias %s", name, name)
         return created
+
+    def create_index(self, name: str, mapping: TableMapping, alias: str | None = None) -> bool:
+        """Create index `name` with the mapping's settings and mappings (and `alias` pointing
+        at it as its write index). False when it already existed."""
+        body: dict[str, Any] = {}
+        if mapping.index_settings:
+            body["settings"] = mapping.index_settings
+        if mapping.index_mappings:
+            body["mappings"] = mapping.index_mappings
+        if alias:
+            body["aliases"] = {alias: {"is_write_index": True}}
+        status, resp = self.request("PUT", f"/{quote(name)}", orjson.dumps(body))
+        if status == 400 and "already_exists" in str(resp):
+            return False
+        self._check_status(status, resp, f"creating index {name}")
+        return True
+
+    def alias_target(self, alias: str) -> str | None:
+        """The index an alias points at; None when `alias` is a concrete index (or missing)."""
+        status, body = self.request("GET", f"/_alias/{quote(alias)}")
+        if status == 404:
+            return None
+        self._check_status(status, body, f"reading alias {alias}")
+        indices: list[str] = sorted(body) if isinstance(body, dict) else []
+        if len(indices) != 1:
+            raise CdcError(
+                f"alias {alias} points at {len(indices)} indices ({', '.join(indices)})",
+                hint="point it at exactly one index before rebuilding",
+            )
+        return indices[0]
+
+    def swap_alias(self, alias: str, old: str, new: str) -> None:
+        """Move `alias` from index `old` to index `new` in one atomic step."""
+        body = {
+            "actions": [
+                {"remove": {"index": old, "alias": alias}},
+                {"add": {"index": new, "alias": alias, "is_write_index": True}},
+            ]
+        }
+        status, resp = self.request("POST", "/_aliases", orjson.dumps(body))
+        self._check_status(status, resp, f"moving alias {alias} to {new}")
 
     def refresh(self, index: str) -> None:
         status, body = self.request("POST", f"/{quote(index)}/_refresh")

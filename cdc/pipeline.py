@@ -305,6 +305,8 @@ class Pipeline:
         self._batch_chunks: list[Chunk] = []
         self._chunk_mappers: dict[tuple[int, TableSchema], Mapper] = {}
         self._snapshotter: Snapshotter | None = None
+        # alias -> new index, while `cdc snapshot --rebuild` fills it: changes go to both.
+        self._rebuild: dict[str, str] = {}
         self.snapshot_progress: Progress | None = None
         sink.on_request = m.bulk_seconds.observe
         sink.on_items = lambda outcome, n: m.documents.labels(outcome).inc(n)
@@ -531,11 +533,52 @@ class Pipeline:
             if wanted:
                 log.info("snapshot requested for %s", ", ".join(wanted))
                 request(self.cfg, self.store, wanted)
+        self._resume_rebuilds()
         if self._snapshotter is None:
             self._snapshotter = Snapshotter(
-                self.cfg, self.store, self._chunk_inbox.put, self.stop, self._on_progress
+                self.cfg,
+                self.store,
+                self._submit_chunk,
+                self.stop,
+                self._on_progress,
+                self._rebuilt,
             )
             self._snapshotter.start()
+
+    def _resume_rebuilds(self) -> None:
+        """Write changes to every index being rebuilt, before streaming starts: the stream may
+        replay changes its earlier chunks do not hold."""
+        for raw in self.store.load_snapshots().values():
+            progress = Progress.from_dict(raw)
+            if progress.target_index and progress.state in ("pending", "running"):
+                mapping = self.cfg.mapping_for(*progress.table.split(".", 1))
+                if mapping is not None:
+                    self._rebuild[mapping.index] = progress.target_index
+
+    def _submit_chunk(self, chunk: Chunk) -> None:
+        """Called by the snapshotter thread."""
+        if chunk.target_index is not None:
+            self._rebuild[chunk.mapping.index] = chunk.target_index
+        self._chunk_inbox.put(chunk)
+
+    def _rebuilt(self, alias: str, target: str) -> None:
+        """Called by the snapshotter thread when every table feeding `target` is copied: point
+        the alias at the new index atomically and stop writing changes twice."""
+        sink = ElasticSink(self.cfg.sink)
+        try:
+            old = sink.alias_target(alias)
+            if old is not None and old != target:
+                sink.swap_alias(alias, old, target)
+                log.warning(
+                    "rebuild done: alias %s now points at %s; the old index %s is left for "
+                    "you to delete",
+                    alias,
+                    target,
+                    old,
+                )
+        finally:
+            sink.close()
+        self._rebuild.pop(alias, None)
 
     def _on_progress(self, progress: Progress) -> None:
         self.snapshot_progress = progress
@@ -642,6 +685,17 @@ class Pipeline:
             self._batch.append(item)
             self._batch_bytes += len(item.body)
             self.stats.actions += 1
+            target = self._rebuild.get(action.index) if self._rebuild else None
+            if target is not None:
+                twin = BulkItem(
+                    replace(action, index=target),
+                    item.version,
+                    table.name,
+                    self._txn_gtid,
+                    mapper.id_columns,
+                )
+                self._batch.append(twin)
+                self._batch_bytes += len(twin.body)
 
     def _on_commit(self, commit: Commit) -> None:
         self._read_counter = self._txn_counter or self._read_counter + 1

@@ -148,12 +148,14 @@ class Snapshotter:
         submit: Callable[[Chunk], None],
         stop: threading.Event,
         on_progress: Callable[[Progress], None] | None = None,
+        on_rebuilt: Callable[[str, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self._submit = submit
         self._stop = stop
         self._on_progress = on_progress
+        self._on_rebuilt = on_rebuilt
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self.active: Progress | None = None
         self.failure: BaseException | None = None
@@ -266,6 +268,15 @@ class Snapshotter:
                 self._save(progress)
                 log.info("snapshot of %s done: %d rows", progress.table, progress.rows_done)
                 self.active = None
+                target = progress.target_index
+                if target is not None and self._on_rebuilt is not None:
+                    others = [
+                        p
+                        for p in self._load()
+                        if p.target_index == target and p.state in ("pending", "running")
+                    ]
+                    if not others:
+                        self._on_rebuilt(mapping.index, target)
                 return
             self._save(progress)
             if rate:

@@ -569,8 +569,11 @@ class Osmem(Server):
         return int(body["count"]) if status == 200 else 0
 
     def delete_index(self, index: str) -> None:
-        """Delete `index`; a missing index is fine."""
-        self.request("DELETE", f"/{_quote(index)}", ok=(200, 404))
+        """Delete `index` (or every index behind the alias `index`); a missing one is fine."""
+        status, body = self.request("GET", f"/_alias/{_quote(index)}", ok=(200, 404))
+        names = sorted(body) if status == 200 and isinstance(body, dict) else [index]
+        for name in names:
+            self.request("DELETE", f"/{_quote(name)}", ok=(200, 404))
 
     def _hits(self, index: str) -> Iterator[dict[str, Any]]:
         # Paging by search_after on _id has no result-window limit and needs no scroll state.

@@ -125,10 +125,13 @@ def test_missing_indices_are_created_with_the_configured_settings_and_mappings(
     )
     assert sink.ensure_indices([mapping]) == [es_index]
     assert sink.ensure_indices([mapping]) == []  # existing indices are left alone
+    # The index is created as `<name>_v1` behind the alias `<name>`.
+    _, aliases = osmem.request("GET", f"/_alias/{es_index}")
+    assert aliases == {f"{es_index}_v1": {"aliases": {es_index: {"is_write_index": True}}}}
     _, body = osmem.request("GET", f"/{es_index}/_mapping")
-    assert body[es_index]["mappings"]["properties"]["name"]["type"] == "keyword"
+    assert body[f"{es_index}_v1"]["mappings"]["properties"]["name"]["type"] == "keyword"
     _, settings = osmem.request("GET", f"/{es_index}/_settings")
-    assert str(settings[es_index]["settings"]["index"]["number_of_replicas"]) == "0"
+    assert str(settings[f"{es_index}_v1"]["settings"]["index"]["number_of_replicas"]) == "0"
     sink.close()
 
 
