@@ -444,7 +444,7 @@ def test_unknown_field_without_a_close_match(tmp_path: Path) -> None:
     assert error_lines(path) == [
         f"{path}:13: tables[0].colour: unknown field; known fields: table, index, id_columns, "
         "id_separator, include, exclude, rename, static, soft_delete, decimal, binary, "
-        "json_columns, index_settings, index_mappings"
+        "json_columns, snapshot, index_settings, index_mappings"
     ]
 
 
