@@ -235,8 +235,8 @@ class _JsonColumns:
             self._cache[key] = frozenset(found)
         return self._cache[key]
 
-    def forget(self, schema: str) -> None:
-        self._cache = {k: v for k, v in self._cache.items() if k[0] != schema}
+    def forget(self) -> None:
+        self._cache.clear()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -509,9 +509,10 @@ class BinlogSource:
             self.close()
 
     def _on_ddl(self, event: Any) -> None:
-        # Column kinds of MariaDB JSON columns come from the live schema: re-read after DDL.
-        schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
-        self._json.forget(schema)
+        # MariaDB JSON columns look like LONGTEXT in the table map and are found in the live
+        # schema; any DDL may change them (also one naming another database), so forget all.
+        self._json.forget()
+        self._schemas.clear()
 
     def _commit(
         self,

@@ -402,32 +402,15 @@ def _wait_equal(
     assert standin.docs(INDEX) == expected
 
 
-_STALE_JSON_KINDS = (
-    "connector bug: which MariaDB LONGTEXT columns hold JSON is cached per table map signature "
-    "(cdc/binlog.py BinlogSource._table_schema) and per schema (_JsonColumns), and after DDL only "
-    "the session's default database is forgotten (_on_ddl); a retype JSON <-> LONGTEXT keeps the "
-    "signature and an ALTER by qualified name forgets nothing, so new rows are decoded with the "
-    "old JSON-ness (a crash on plain text, or JSON sent as a string)"
-)
 _LIVE_JSON_KINDS = (
-    "connector bug: MariaDB JSON columns are recognised from the live schema when a table map is "
-    "first seen (cdc/binlog.py _JsonColumns.get), so events from before a JSON <-> LONGTEXT "
-    "retype are decoded with the current definition, not with their own"
+    "known limitation (README): MariaDB writes JSON columns as LONGTEXT in the binlog, so the "
+    "connector learns which columns hold JSON from the live schema; events from before a "
+    "JSON <-> LONGTEXT retype that are read after it are decoded with today's definition"
 )
 
 
 def _flow_params() -> list[Any]:
-    xfail = {"add_json_column_by_qualified_name", "json_to_longtext", "longtext_to_json"}
-    return [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(strict=True, reason=_STALE_JSON_KINDS)]
-            if case.name in xfail
-            else [],
-        )
-        for case in CASES + JSON_CASES
-    ]
+    return [pytest.param(case, id=case.name) for case in CASES + JSON_CASES]
 
 
 def _stopped_params() -> list[Any]:
