@@ -495,16 +495,18 @@ class BinlogSource:
                     if not in_txn:
                         in_txn = True
                         yield Begin(gtid=None)
-                    for row in event.rows:
+                    rows = event.rows
+                    size = int(event.event_size) // max(1, len(rows))
+                    for row in rows:
                         changes += 1
                         if isinstance(event, WriteRowsEvent):
-                            yield RowChange(schema, "insert", None, row["values"])
+                            yield RowChange(schema, "insert", None, row["values"], size)
                         elif isinstance(event, UpdateRowsEvent):
                             yield RowChange(
-                                schema, "update", row["before_values"], row["after_values"]
+                                schema, "update", row["before_values"], row["after_values"], size
                             )
                         else:
-                            yield RowChange(schema, "delete", row["values"], None)
+                            yield RowChange(schema, "delete", row["values"], None, size)
         finally:
             self.close()
 

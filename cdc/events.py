@@ -76,6 +76,8 @@ class RowChange:
     op: Op
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    size: int = 0
+    """Approximate bytes of the row in the binlog (for memory bounds)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ from cdc.snapshot import Chunk, Progress, Snapshotter, request, resolve_tables
 log = logging.getLogger(__name__)
 
 _QUEUE_EVENTS = 20_000
+# ...and at most this many binlog bytes of rows (decoded rows take several times more memory).
+_QUEUE_BYTES = 16 * 1024 * 1024
 # Commits remembered to version snapshot chunks read at an earlier binlog position.
 _COMMIT_HISTORY = 200_000
 HEARTBEAT_INTERVAL = 2.0
@@ -80,16 +82,34 @@ class RunStats:
 
 
 class _Reader:
-    """Runs a BinlogSource in a thread and hands its events over through a bounded queue."""
+    """Runs a BinlogSource in a thread and hands its events over through a queue bounded by
+    events and by bytes, so memory stays bounded while the sink is slow or away."""
 
-    def __init__(self, source: BinlogSource, maxsize: int) -> None:
+    def __init__(self, source: BinlogSource, maxsize: int, max_bytes: int = _QUEUE_BYTES) -> None:
         self.source = source
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._room = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
         self._thread.start()
 
+    def taken(self, event: Any) -> None:
+        """The consumer took `event` off the queue: free its bytes."""
+        size = getattr(event, "size", 0)
+        if size:
+            with self._room:
+                self._bytes -= size
+                self._room.notify()
+
     def _put(self, item: Any) -> bool:
+        size = getattr(item, "size", 0)
+        if size:
+            with self._room:
+                while self._bytes > self._max_bytes and not self._stop.is_set():
+                    self._room.wait(0.2)
+                self._bytes += size
         while not self._stop.is_set():
             try:
                 self.queue.put(item, timeout=0.2)
@@ -471,6 +491,8 @@ class Pipeline:
                 event = reader.queue.get(timeout=timeout)
             except queue.Empty:
                 event = None
+            else:
+                reader.taken(event)
             if isinstance(event, _Failed):
                 return event.error
             idle = event is None or isinstance(event, Heartbeat)
