@@ -325,6 +325,7 @@ class Pipeline:
         self._batch_chunks: list[Chunk] = []
         self._chunk_mappers: dict[tuple[int, TableSchema], Mapper] = {}
         self._snapshotter: Snapshotter | None = None
+        self._snapshot_stop = threading.Event()
         # alias -> new index, while `cdc snapshot --rebuild` fills it: changes go to both.
         self._rebuild: dict[str, str] = {}
         self.snapshot_progress: Progress | None = None
@@ -441,8 +442,14 @@ class Pipeline:
         return self.stats
 
     def _finish(self) -> None:
-        """Write the last acknowledged checkpoint and say the connector stopped (kept a while
-        so `cdc status` can show why)."""
+        """Stop the snapshotter, write the last acknowledged checkpoint and say the connector
+        stopped (kept a while so `cdc status` can show why)."""
+        self._snapshot_stop.set()
+        for chunk in self._held + self._batch_chunks:
+            chunk.dropped = True
+            chunk.done.set()
+        if self._snapshotter is not None:
+            self._snapshotter.join(5.0)
         self._save_checkpoint(force=True)
         if not self._recorder.close(timeout=3.0):
             log.warning(
@@ -561,7 +568,7 @@ class Pipeline:
                 self.cfg,
                 self.store,
                 self._submit_chunk,
-                self.stop,
+                self._snapshot_stop,
                 self._on_progress,
                 self._rebuilt,
             )
