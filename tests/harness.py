@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -107,6 +108,12 @@ def save_checkpoint(config: Path, checkpoint: Checkpoint) -> None:
         store.close()
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a connector outlives no killed test run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class CdcProcess:
     """`cdc run --config PATH` as a real child process, with its log kept in a file."""
 
@@ -119,6 +126,7 @@ class CdcProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent,
         )
 
     def log(self) -> str:
