@@ -260,7 +260,7 @@ expected = {
 wrong = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
 assert not wrong, f"image config differs (got, expected): {wrong}"
 health = (config.get("Healthcheck") or {}).get("Test")
-assert health == ["CMD", "cdc", "health", "--config", "/etc/cdc/connector.yaml"], health
+assert health == ["CMD", "/usr/local/bin/cdc-entrypoint", "health", "--config", "/etc/cdc/connector.yaml"], health
 assert "CDC_CONFIG=/etc/cdc/connector.yaml" in config["Env"], config["Env"]
 assert config["Labels"].get("org.opencontainers.image.title") == "binlog-es-cdc", config["Labels"]
 EOF
