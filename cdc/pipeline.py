@@ -384,6 +384,30 @@ class Pipeline:
         """Stream until `stop` is set (or, with `until_caught_up`, until everything the server
         had when the run started is acknowledged and checkpointed). Transient failures of any
         link are retried forever; terminal ones raise."""
+        try:
+            info, now = self._startup()
+        except Interrupted:
+            raise
+        except BaseException as exc:
+            # Leave the reason where `cdc status` and `cdc health` look.
+            self.last_error = str(exc)
+            self._record_stop()
+            raise
+        target = now if until_caught_up else None
+        backoff = 0.2
+        try:
+            self._stream(info, target, backoff)
+        except Interrupted:
+            log.warning("stopped while Elasticsearch was failing; unacknowledged changes replay")
+        except BaseException as exc:
+            self.last_error = str(exc)
+            raise
+        finally:
+            self._finish()
+        return self.stats
+
+    def _startup(self) -> tuple[ServerInfo, Position]:
+        """Check the server, pick the start position, create indices, start the helpers."""
         info, now = self._retry_until_up(self._server, self._source_outage)
         self._info = info
         start = self._retry_until_up(lambda: self._start_checkpoint(info, now), self._store_outage)
@@ -409,37 +433,29 @@ class Pipeline:
         self._read_position = start.position
         self._read_counter = start.counter
         self._last_commit_counter = start.counter
-        target = now if until_caught_up else None
-        backoff = 0.2
-        try:
-            while not self.stop.is_set():
-                reader = _Reader(
-                    self._source_factory(self._read_position, info), maxsize=_QUEUE_EVENTS
-                )
-                try:
-                    failure = self._consume(reader, target)
-                finally:
-                    reader.stop()
-                if failure is None:
-                    break
-                if not (isinstance(failure, CdcError) and failure.transient):
-                    raise failure
-                self.last_error = str(failure)
-                self._source_outage.failed(failure)
-                self.stats.reconnects += 1
-                self._drop_open_transaction()
-                if self.stop.wait(backoff * random.uniform(0.5, 1.0)):
-                    break
-                backoff = min(backoff * 2, 30.0)
-            self._shutdown_flush()
-        except Interrupted:
-            log.warning("stopped while Elasticsearch was failing; unacknowledged changes replay")
-        except BaseException as exc:
-            self.last_error = str(exc)
-            raise
-        finally:
-            self._finish()
-        return self.stats
+        return info, now
+
+    def _stream(self, info: ServerInfo, target: Position | None, backoff: float) -> None:
+        """Read, map and send until stopped or caught up, reconnecting the source as needed."""
+        while not self.stop.is_set():
+            assert self._read_position is not None
+            reader = _Reader(self._source_factory(self._read_position, info), maxsize=_QUEUE_EVENTS)
+            try:
+                failure = self._consume(reader, target)
+            finally:
+                reader.stop()
+            if failure is None:
+                break
+            if not (isinstance(failure, CdcError) and failure.transient):
+                raise failure
+            self.last_error = str(failure)
+            self._source_outage.failed(failure)
+            self.stats.reconnects += 1
+            self._drop_open_transaction()
+            if self.stop.wait(backoff * random.uniform(0.5, 1.0)):
+                break
+            backoff = min(backoff * 2, 30.0)
+        self._shutdown_flush()
 
     def _finish(self) -> None:
         """Stop the snapshotter, write the last acknowledged checkpoint and say the connector
@@ -458,10 +474,13 @@ class Pipeline:
                 self.store.describe(),
             )
             return
+        self._record_stop()
+
+    def _record_stop(self) -> None:
         self.metrics.up.set(0)
         try:
             self.store.beat({**self.status(), "state": "stopped"}, 3600.0)
-        except TransientError:
+        except CdcError:
             log.warning("could not record the stop in %s", self.store.describe())
 
     def abandon(self) -> None:

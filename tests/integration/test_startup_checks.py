@@ -9,6 +9,9 @@ from pathlib import Path
 from harness import CdcProcess, run_until_caught_up, stored_checkpoint, write_config
 from rig import MariaDB
 
+from cdc.cli import make_store
+from cdc.config import load_config
+
 
 def _run_once(config: Path) -> tuple[int, str]:
     with CdcProcess(config) as proc:
@@ -64,3 +67,12 @@ def test_a_purged_checkpoint_is_refused_with_the_fix(
     assert "cdc position reset --to now" in log
     assert "cdc snapshot --all" in log
     assert stored_checkpoint(config) == before  # the position was left for the operator
+    # The reason is left where `cdc status` and `cdc health` look.
+    store = make_store(load_config(config))
+    try:
+        status = store.read_status()
+    finally:
+        store.close()
+    assert status is not None
+    assert status["state"] == "stopped"
+    assert "was purged" in status["last_error"]
