@@ -457,7 +457,7 @@ def measure_connector(
         result["wall"],
         result["cpu"],
         result["peak_rss_kb"],
-        {"requests": result["requests"]},
+        {"requests": result["requests"], "threads": result["threads"]},
     )
 
 
@@ -526,17 +526,13 @@ def child_connector(spec: dict[str, Any]) -> None:
     profiler = _ThreadProfiler() if spec.get("profile") else None
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        if profiler is not None:
-            with profiler:
-                stats = Pipeline(cfg, sink, store, stop=stop).run(spec["until_caught_up"])
-        else:
+        with profiler if profiler is not None else contextlib.nullcontext():
             stats = Pipeline(cfg, sink, store, stop=stop).run(spec["until_caught_up"])
     finally:
         sink.close()
         store.close()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    if profiler is not None:
-        profiler.dump(Path(spec["profile"]))
+    threads = profiler.dump(Path(spec["profile"])) if profiler is not None else []
     _write_result(
         spec,
         changes=stats.changes,
@@ -545,6 +541,7 @@ def child_connector(spec: dict[str, Any]) -> None:
         requests=sink.stats.requests,
         wall=wall,
         cpu=cpu,
+        threads=threads,
     )
 
 
@@ -553,16 +550,28 @@ def _write_result(spec: dict[str, Any], **result: Any) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
+# Where a thread blocks rather than works; a wall-clock profile counts these as time spent.
+_WAITS = frozenset(
+    {
+        "<method 'acquire' of '_thread.lock' objects>",
+        "<method 'acquire' of '_thread.RLock' objects>",
+        "<built-in method time.sleep>",
+    }
+)
+
+
 class _ThreadProfiler:
     """cProfile over the calling thread and every thread started while it is active.
 
     cProfile only sees the thread that enabled it, and the connector decodes the binlog in a
-    reader thread, so each thread gets a profiler of its own and the results are merged.
+    reader thread, so each thread gets a profiler of its own. Times are wall clock (a CPU-time
+    timer costs a system call per function call here); `dump` says how much of each thread's
+    time was spent blocked, so idle helper threads can be told from busy ones.
     """
 
     def __init__(self) -> None:
         self._main = cProfile.Profile()
-        self._threads: list[cProfile.Profile] = []
+        self._threads: list[tuple[str, cProfile.Profile]] = []
         self._lock = threading.Lock()
         self._original_run: Callable[[threading.Thread], None] = threading.Thread.run
 
@@ -577,7 +586,7 @@ class _ThreadProfiler:
             finally:
                 profile.disable()
                 with lock:
-                    threads.append(profile)
+                    threads.append((thread.name, profile))
 
         threading.Thread.run = profiled_run  # type: ignore[method-assign, assignment]
         self._main.enable()
@@ -587,12 +596,37 @@ class _ThreadProfiler:
         self._main.disable()
         threading.Thread.run = self._original_run  # type: ignore[method-assign, assignment]
 
-    def dump(self, path: Path) -> None:
-        stats = pstats.Stats(self._main)
+    def dump(self, path: Path) -> list[dict[str, Any]]:
+        """Write every finished thread's profile merged to `path`, and each thread's to
+        `<stem>.<thread>.pstats` beside it; one summary per thread."""
         with self._lock:
-            for profile in self._threads:
-                stats.add(profile)
-        stats.dump_stats(path)
+            profiles = [("MainThread", self._main), *self._threads]
+        merged = pstats.Stats(self._main)
+        summaries = []
+        for name, profile in profiles:
+            stats = pstats.Stats(profile)
+            if profile is not self._main:
+                merged.add(profile)
+            profiled = stats.get_stats_profile()
+            waiting = sum(
+                profiled.func_profiles[f].tottime for f in _WAITS & profiled.func_profiles.keys()
+            )
+            file = path.with_name(f"{path.stem}.{thread_file_name(name)}.pstats")
+            stats.dump_stats(file)
+            summaries.append(
+                {
+                    "thread": name,
+                    "file": str(file),
+                    "seconds": profiled.total_tt,
+                    "waiting": waiting,
+                }
+            )
+        merged.dump_stats(path)
+        return summaries
+
+
+def thread_file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
 # -- lag mode ------------------------------------------------------------------------------------
@@ -742,10 +776,24 @@ def print_lag(r: LagResult, rate: float, txn_size: int) -> None:
     )
 
 
-def print_profile(path: Path) -> None:
-    for key in ("cumulative", "tottime"):
-        print(f"\n--- connector profile {path.name}: top 25 by {key} ---")
-        pstats.Stats(str(path), stream=sys.stdout).strip_dirs().sort_stats(key).print_stats(25)
+def print_profile(path: Path, run: Measured) -> None:
+    """Per thread: how busy it was; for the busy ones, the top 25 functions by cumulative and
+    by own time (wall clock; blocked time shows up as lock `acquire` and `sleep`)."""
+    print(f"\n--- connector profile {path} (profiled run: {run.wall:.1f} s) ---")
+    busy = []
+    for t in run.extra["threads"]:
+        working = t["seconds"] - t["waiting"]
+        print(
+            f"  thread {t['thread']:<22} {t['seconds']:7.1f} s profiled, "
+            f"{t['waiting']:7.1f} s blocked, {working:7.1f} s working"
+        )
+        if working > 0.05 * run.wall:
+            busy.append(t)
+    for t in busy:
+        for key in ("cumulative", "tottime"):
+            print(f"\n--- thread {t['thread']}: top 25 by {key} ---")
+            stats = pstats.Stats(t["file"], stream=sys.stdout)
+            stats.strip_dirs().sort_stats(key).print_stats(25)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -788,6 +836,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def load_average() -> str:
+    # Other work on the machine skews every rate; the load average shows when it did.
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def profile_path(base: str, shape: Shape, several: bool) -> Path:
     path = Path(base)
     return path.with_name(f"{path.stem}-{shape.name}{path.suffix}") if several else path
@@ -807,7 +861,7 @@ def main(argv: list[str]) -> None:
         db.sql(f"CREATE DATABASE {SCHEMA}")
         print(
             f"MariaDB {db.variable('version')} on port {db.port}; "
-            f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
+            f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; {load_average()}"
         )
         for shape in shapes:
             if args.mode == "lag":
@@ -825,10 +879,10 @@ def main(argv: list[str]) -> None:
             print_throughput(shape, rng, runs, args.ops, args.txn_size)
             if args.profile:
                 path = profile_path(args.profile, shape, len(shapes) > 1)
-                measure_connector(db, shape, rng, workdir, profile=path.resolve())
-                print_profile(path)
+                run = measure_connector(db, shape, rng, workdir, profile=path.resolve())
+                print_profile(path, run)
             sys.stdout.flush()
-    print(f"\n[bench finished in {time.perf_counter() - started:.0f} s]")
+    print(f"\n[bench finished in {time.perf_counter() - started:.0f} s; {load_average()}]")
 
 
 if __name__ == "__main__":
