@@ -590,6 +590,7 @@ class Pipeline:
                 self._snapshot_stop,
                 self._on_progress,
                 self._rebuilt,
+                self._rebuild.__setitem__,
             )
             self._snapshotter.start()
 
@@ -605,8 +606,6 @@ class Pipeline:
 
     def _submit_chunk(self, chunk: Chunk) -> None:
         """Called by the snapshotter thread."""
-        if chunk.target_index is not None:
-            self._rebuild[chunk.mapping.index] = chunk.target_index
         self._chunk_inbox.put(chunk)
 
     def _rebuilt(self, alias: str, target: str) -> None:

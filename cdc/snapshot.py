@@ -149,6 +149,7 @@ class Snapshotter:
         stop: threading.Event,
         on_progress: Callable[[Progress], None] | None = None,
         on_rebuilt: Callable[[str, str], None] | None = None,
+        on_rebuild: Callable[[str, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -156,6 +157,7 @@ class Snapshotter:
         self._stop = stop
         self._on_progress = on_progress
         self._on_rebuilt = on_rebuilt
+        self._on_rebuild = on_rebuild
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self.active: Progress | None = None
         self.failure: BaseException | None = None
@@ -243,6 +245,10 @@ class Snapshotter:
             log.info("snapshot of %s resumed after %d rows", progress.table, progress.rows_done)
         self.active = progress
         self._save(progress)
+        if progress.target_index is not None and self._on_rebuild is not None:
+            # Changes must reach the new index before the first chunk is read: those after a
+            # chunk's position are not in the chunk.
+            self._on_rebuild(mapping.index, progress.target_index)
         size = self.cfg.snapshot.chunk_size
         rate = self.cfg.snapshot.max_rows_per_second
         after = decode_key(progress.after)
