@@ -39,6 +39,7 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
+from cdc import rowdecode
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, PositionError, SourceUnavailable
 from cdc.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
@@ -199,6 +200,30 @@ def current_position(conn: pymysql.connections.Connection[Any], info: ServerInfo
     return Position(flavor=info.flavor, gtid=gtid, file=file, offset=offset)
 
 
+def _column_key(column: Any) -> tuple[Any, ...]:
+    """Everything about a table map column that decoding depends on, hashable."""
+    return tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in sorted(vars(column).items())
+    )
+
+
+def _changes(event: Any, schema: TableSchema, images: list[dict[str, Any]]) -> Iterator[RowChange]:
+    """The row changes of a rows event whose images were read by a compiled decoder."""
+    if isinstance(event, UpdateRowsEvent):
+        size = int(event.event_size) * 2 // max(1, len(images))
+        for i in range(0, len(images), 2):
+            yield RowChange(schema, "update", images[i], images[i + 1], size)
+        return
+    size = int(event.event_size) // max(1, len(images))
+    if isinstance(event, WriteRowsEvent):
+        for image in images:
+            yield RowChange(schema, "insert", None, image, size)
+    else:
+        for image in images:
+            yield RowChange(schema, "delete", image, None, size)
+
+
 def _kind(col: Any) -> Kind:
     if col.type in _TEXT_TYPES:
         binary = col.charset_id == _BINARY_CHARSET_ID or col.character_set_name in (None, "binary")
@@ -287,6 +312,10 @@ class BinlogSource:
         self._reader: BinLogStreamReader | None = None
         self._json = _JsonColumns(cfg)
         self._schemas: dict[tuple[Any, ...], TableSchema] = {}
+        self._decoders: dict[tuple[Any, ...], rowdecode.ImageDecoder | None] = {}
+        # Per table map object (the library makes one per TABLE_MAP event, so once per
+        # transaction and table): the object itself, its schema and its row decoder.
+        self._by_map: dict[int, tuple[Any, TableSchema, rowdecode.ImageDecoder | None]] = {}
         self._stream_connects = 0
         self.events_read = 0
         # A MySQL stream started from a file/offset cannot know the GTIDs executed before it;
@@ -426,6 +455,25 @@ class BinlogSource:
             self._schemas[signature] = schema
         return schema
 
+    def _compiled(self, event: Any) -> tuple[TableSchema, rowdecode.ImageDecoder | None]:
+        """The schema and the compiled row decoder (None: the library decodes) of the table
+        map of a rows event."""
+        table = event.table_map[event.table_id]
+        hit = self._by_map.get(id(table))
+        if hit is not None and hit[0] is table:
+            return hit[1], hit[2]
+        schema = self._table_schema(event)
+        key = tuple(_column_key(c) for c in table.columns)
+        if key not in self._decoders:
+            if len(self._decoders) > 1_000:
+                self._decoders.clear()
+            self._decoders[key] = rowdecode.compile_table(table.columns)
+        decoder = self._decoders[key]
+        if len(self._by_map) > 256:
+            self._by_map.clear()
+        self._by_map[id(table)] = (table, schema, decoder)
+        return schema, decoder
+
     def _mapped(self, schema: str, table: str) -> bool:
         return any(m.matches(schema, table) for m in self._mappings)
 
@@ -491,10 +539,15 @@ class BinlogSource:
                 if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
                     if not self._mapped(event.schema, event.table):
                         continue
-                    schema = self._table_schema(event)
+                    schema, decoder = self._compiled(event)
                     if not in_txn:
                         in_txn = True
                         yield Begin(gtid=None)
+                    images = None if decoder is None else rowdecode.event_body(event, decoder)
+                    if images is not None:
+                        changes += len(images) // (2 if isinstance(event, UpdateRowsEvent) else 1)
+                        yield from _changes(event, schema, images)
+                        continue
                     rows = event.rows
                     size = int(event.event_size) // max(1, len(rows))
                     for row in rows:
@@ -515,6 +568,7 @@ class BinlogSource:
         # schema; any DDL may change them (also one naming another database), so forget all.
         self._json.forget()
         self._schemas.clear()
+        self._by_map.clear()
 
     def _commit(
         self,
