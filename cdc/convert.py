@@ -130,6 +130,16 @@ def converter_for(column: Column, opts: ConvertOptions) -> Converter:
     raise AssertionError(f"unhandled column kind {kind}")
 
 
+def passes_through(convert: Converter) -> bool:
+    """True when `convert` returns every value unchanged (so callers may skip the call)."""
+    return convert is _identity
+
+
+def always_omits(convert: Converter) -> bool:
+    """True when `convert` returns `OMIT` for every value (the field never appears)."""
+    return convert is _omit
+
+
 def json_text_converter(column: Column) -> Converter:
     """Converter for a text or binary column listed in `json_columns`: parse its JSON text.
 

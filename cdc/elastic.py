@@ -30,6 +30,7 @@ from elastic_transport import (
 )
 from elastic_transport import (
     NodeConfig,
+    OrjsonSerializer,
     Transport,
     TransportError,
 )
@@ -63,25 +64,35 @@ class BulkItem:
             self.body = encode(self.action, self.version)
 
 
+_META_PREFIXES: dict[tuple[str, str], bytes] = {}
+
+
 def encode(action: Action, version: int) -> bytes:
-    """The two NDJSON lines (one for a delete) of a `_bulk` operation with an external version."""
-    meta = {
-        action.op: {
-            "_index": action.index,
-            "_id": action.doc_id,
-            "version": version,
-            "version_type": "external",
-        }
-    }
+    """The two NDJSON lines (one for a delete) of a `_bulk` operation with an external version:
+    `{"<op>":{"_index":...,"_id":...,"version":N,"version_type":"external"}}` and the document.
+
+    Assembled from bytes around a cached per-(op, index) prefix: this runs for every change.
+    """
+    prefix = _META_PREFIXES.get((action.op, action.index))
+    if prefix is None:
+        if len(_META_PREFIXES) > 10_000:
+            _META_PREFIXES.clear()
+        prefix = b'{"%s":{"_index":%s,"_id":' % (action.op.encode(), orjson.dumps(action.index))
+        _META_PREFIXES[(action.op, action.index)] = prefix
+    meta = b'%s%s,"version":%d,"version_type":"external"}}\n' % (
+        prefix,
+        orjson.dumps(action.doc_id),
+        version,
+    )
     if action.op == "delete":
-        return orjson.dumps(meta) + b"\n"
-    return orjson.dumps(meta) + b"\n" + orjson.dumps(action.source) + b"\n"
+        return meta
+    return meta + orjson.dumps(action.source) + b"\n"
 
 
 Outcome = Literal["ok", "stale", "retry", "rejected"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ItemResult:
     """The outcome of one bulk item: `ok`, `stale` (409), `retry` (429/5xx) or `rejected`."""
 
@@ -100,6 +111,10 @@ class WriteStats:
     items_retried: int = 0
     items_rejected: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+_OK = ItemResult("ok", 200)
+"""Every item of a response whose `errors` is false (statuses 200/201, or 404 deletes)."""
 
 
 def classify(item: dict[str, Any]) -> ItemResult:
@@ -165,6 +180,8 @@ class ElasticSink:
             max_retries=0,
             retry_on_timeout=False,
             meta_header=False,
+            # orjson parses a 1,000-item bulk response about ten times faster than json.
+            serializers={"application/json": OrjsonSerializer()},
         )
         self.stats = WriteStats()
         self.on_request: Callable[[float], None] | None = None
@@ -297,6 +314,8 @@ class ElasticSink:
         results = resp.get("items") if isinstance(resp, dict) else None
         if not isinstance(results, list) or len(results) != len(items):
             raise SinkUnavailable("bulk response does not list one result per item")
+        if resp.get("errors") is False:
+            return [_OK] * len(items)
         return [classify(r) for r in results]
 
     def write(

@@ -32,11 +32,12 @@ from zoneinfo import ZoneInfo
 
 from cdc.config import TableMapping
 from cdc.convert import (
-    OMIT,
     Converter,
     ConvertOptions,
+    always_omits,
     converter_for,
     json_text_converter,
+    passes_through,
 )
 from cdc.errors import MappingError
 from cdc.events import Column, Kind, RowChange, TableSchema
@@ -81,8 +82,7 @@ class Mapper:
         self._where = f"mapping {mapping.table!r} (table {table.name})"
         self._check_columns()
         opts = ConvertOptions(decimal=mapping.decimal, binary=mapping.binary, time_zone=time_zone)
-        self._fields = self._compile_fields(opts)
-        self._static = dict(mapping.static)
+        self._document = _compile_document(self._compile_fields(opts), dict(mapping.static))
         self._id_parts = self._compile_id(time_zone)
         self.id_columns: tuple[str, ...] = tuple(name for name, _ in self._id_parts)
         """The columns whose rendered values form the document id (and `Action.key`)."""
@@ -120,16 +120,6 @@ class Mapper:
                 hint="the table's binlog rows do not match its table map; "
                 "check binlog_row_image=FULL",
             ) from None
-
-    def _document(self, row: dict[str, Any]) -> dict[str, Any]:
-        doc: dict[str, Any] = {}
-        for column, name, convert in self._fields:
-            value = convert(row[column])
-            if value is not OMIT:
-                doc[name] = value
-        if self._static:
-            doc.update(self._static)
-        return doc
 
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
@@ -242,6 +232,35 @@ class Mapper:
         convert = self._converter(column, replace(opts, binary="base64"))
         values = list(rule.values)
         return lambda row: convert(row[name]) in values
+
+
+def _compile_document(
+    fields: list[tuple[str, str, Converter]], static: dict[str, Any]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The document builder of a mapping: one generated function that reads every field's
+    column from a row image and converts it, in field order, then adds the static fields.
+
+    Generated rather than looped because it runs for every row change: it skips the calls of
+    pass-through converters and the fields that are always omitted. Raises KeyError when the
+    row image lacks a column.
+    """
+    env: dict[str, Any] = {}
+    entries = []
+    for i, (column, name, convert) in enumerate(fields):
+        if always_omits(convert):
+            continue
+        value = f"row[{column!r}]"
+        if not passes_through(convert):
+            env[f"convert{i}"] = convert
+            value = f"convert{i}({value})"
+        entries.append(f"{name!r}: {value}")
+    for i, (name, fixed) in enumerate(static.items()):
+        env[f"static{i}"] = fixed
+        entries.append(f"{name!r}: static{i}")
+    source = f"def document(row):\n    return {{{', '.join(entries)}}}\n"
+    exec(compile(source, "<document builder>", "exec"), env)
+    document: Callable[[dict[str, Any]], dict[str, Any]] = env["document"]
+    return document
 
 
 def _image(row: dict[str, Any] | None, which: str) -> dict[str, Any]:

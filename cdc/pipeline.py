@@ -46,25 +46,16 @@ from cdc.mapping import Mapper
 from cdc.metrics import Metrics
 from cdc.position import Position
 from cdc.prereq import check_position, check_source, require
+from cdc.reader import Failed, Reader
 from cdc.rowreader import RowReader
 from cdc.snapshot import Chunk, Progress, Snapshotter, request, resolve_tables
 
 log = logging.getLogger(__name__)
 
-_QUEUE_EVENTS = 20_000
-# ...and at most this many binlog bytes of rows (decoded rows take several times more memory).
-_QUEUE_BYTES = 16 * 1024 * 1024
 # Commits remembered to version snapshot chunks read at an earlier binlog position.
 _COMMIT_HISTORY = 200_000
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 15.0
-
-
-class _Failed:
-    """Put on the queue by the reader thread when its source raised."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 @dataclass
@@ -79,57 +70,6 @@ class RunStats:
     dead_letters: int = 0
     snapshot_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
-
-
-class _Reader:
-    """Runs a BinlogSource in a thread and hands its events over through a queue bounded by
-    events and by bytes, so memory stays bounded while the sink is slow or away."""
-
-    def __init__(self, source: BinlogSource, maxsize: int, max_bytes: int = _QUEUE_BYTES) -> None:
-        self.source = source
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self._room = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
-        self._thread.start()
-
-    def taken(self, event: Any) -> None:
-        """The consumer took `event` off the queue: free its bytes."""
-        size = getattr(event, "size", 0)
-        if size:
-            with self._room:
-                self._bytes -= size
-                self._room.notify()
-
-    def _put(self, item: Any) -> bool:
-        size = getattr(item, "size", 0)
-        if size:
-            with self._room:
-                while self._bytes > self._max_bytes and not self._stop.is_set():
-                    self._room.wait(0.2)
-                self._bytes += size
-        while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for event in self.source.events():
-                if not self._put(event):
-                    return
-        except BaseException as exc:  # handed to the main thread, which owns retry policy
-            self._put(_Failed(exc))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.source.interrupt()
-        self._thread.join(timeout=5)
 
 
 class _Outage:
@@ -289,7 +229,9 @@ class Pipeline:
         )
         self.stats = RunStats()
         self._tz = ZoneInfo(cfg.source.time_zone)
-        self._mappers: dict[TableSchema, Mapper] = {}
+        self._mappers: dict[int, tuple[TableSchema, Mapper, str]] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        """Row changes by (table, op) since the last commit, published at commits."""
         self._info: ServerInfo | None = None
         # Stream state: the last commit read, and the last one acknowledged by Elasticsearch.
         self._read_position: Position | None = None
@@ -439,7 +381,7 @@ class Pipeline:
         """Read, map and send until stopped or caught up, reconnecting the source as needed."""
         while not self.stop.is_set():
             assert self._read_position is not None
-            reader = _Reader(self._source_factory(self._read_position, info), maxsize=_QUEUE_EVENTS)
+            reader = Reader(self._source_factory(self._read_position, info))
             try:
                 failure = self._consume(reader, target)
             finally:
@@ -505,49 +447,52 @@ class Pipeline:
             outage.recovered()
             return result
 
-    def _consume(self, reader: _Reader, target: Position | None) -> BaseException | None:
+    def _consume(self, reader: Reader, target: Position | None) -> BaseException | None:
         """Process events until stop, caught-up, or a source failure (returned)."""
         flush_interval = self.cfg.sink.bulk.flush_interval_ms / 1000
+        max_actions = self.cfg.sink.bulk.max_actions
+        max_bytes = self.cfg.sink.bulk.max_bytes
         healthy = False
         while not self.stop.is_set():
             timeout = flush_interval
             if self._batch:
                 timeout = max(0.0, self._batch_started + flush_interval - time.monotonic())
-            try:
-                event = reader.queue.get(timeout=timeout)
-            except queue.Empty:
-                event = None
-            else:
-                reader.taken(event)
-            if isinstance(event, _Failed):
-                return event.error
-            idle = event is None or isinstance(event, Heartbeat)
-            self._caught_up = idle and reader.queue.empty() and not self._batch
-            if isinstance(event, Heartbeat):
-                point = (event.file, event.offset)
-                if self._stream_point is None or point > self._stream_point:
-                    self._stream_point = point
-            if event is not None and not healthy:
-                healthy = True
-                self._source_outage.recovered()
-            if isinstance(event, RowChange):
-                self._on_change(event)
-            elif isinstance(event, Begin):
-                self._txn_counter = self._read_counter + 1
-                self._txn_gtid = event.gtid
-                self._slot = 0
-                self._txn_start = len(self._batch)
-            elif isinstance(event, Commit):
-                self._on_commit(event)
+            events = reader.get(timeout)
+            if isinstance(events, Failed):
+                return events.error
+            idle = events is None
+            if events is not None:
+                if not healthy:
+                    healthy = True
+                    self._source_outage.recovered()
+                for event in events:
+                    cls = event.__class__
+                    if cls is RowChange:
+                        self._on_change(event)  # type: ignore[arg-type]
+                    elif cls is Begin:
+                        self._txn_counter = self._read_counter + 1
+                        self._txn_gtid = event.gtid  # type: ignore[union-attr]
+                        self._slot = 0
+                        self._txn_start = len(self._batch)
+                    elif cls is Commit:
+                        self._on_commit(event)  # type: ignore[arg-type]
+                    elif cls is Heartbeat:
+                        idle = True
+                        point = (event.file, event.offset)  # type: ignore[union-attr]
+                        if self._stream_point is None or point > self._stream_point:
+                            self._stream_point = point
+                    if len(self._batch) >= max_actions or self._batch_bytes >= max_bytes:
+                        self._flush()
+            self._caught_up = idle and reader.empty() and not self._batch
             if self._snapshotter is not None:
                 self._serve_chunks()
             if self._batch and (
-                len(self._batch) >= self.cfg.sink.bulk.max_actions
-                or self._batch_bytes >= self.cfg.sink.bulk.max_bytes
+                len(self._batch) >= max_actions
+                or self._batch_bytes >= max_bytes
                 or time.monotonic() - self._batch_started >= flush_interval
             ):
                 self._flush()
-            if idle and reader.queue.empty():
+            if idle and reader.empty():
                 self._flush()
                 self._save_checkpoint()
                 if (
@@ -696,53 +641,67 @@ class Pipeline:
         self._batch_chunks.append(chunk)
         self._txn_start = len(self._batch)
 
+    def _mapper(self, table: TableSchema) -> tuple[Mapper, str] | None:
+        """The mapper of a table schema and the table's name; None when no mapping covers it.
+
+        Looked up by identity: the source hands out one TableSchema object per table map, and
+        hashing a whole schema for every row change cost more than mapping the row.
+        """
+        mapping = self.cfg.mapping_for(table.schema, table.table)
+        if mapping is None:
+            return None
+        if len(self._mappers) > 10_000:
+            self._mappers.clear()
+        mapper = Mapper(mapping, table, self._tz)
+        self._mappers[id(table)] = (table, mapper, table.name)
+        return mapper, table.name
+
     def _on_change(self, change: RowChange) -> None:
         table = change.table
-        mapper = self._mappers.get(table)
-        if mapper is None:
-            mapping = self.cfg.mapping_for(table.schema, table.table)
-            if mapping is None:
+        entry = self._mappers.get(id(table))
+        if entry is not None and entry[0] is table:
+            mapper, name = entry[1], entry[2]
+        else:
+            found = self._mapper(table)
+            if found is None:
                 return
-            if len(self._mappers) > 10_000:
-                self._mappers.clear()
-            mapper = self._mappers[table] = Mapper(mapping, table, self._tz)
+            mapper, name = found
         self.stats.changes += 1
-        self.stats.by_table[table.name] = self.stats.by_table.get(table.name, 0) + 1
-        counter = self._change_counters.get((table.name, change.op))
-        if counter is None:
-            counter = self.metrics.changes.labels(table.name, change.op)
-            self._change_counters[(table.name, change.op)] = counter
-        counter.inc()
+        key = (name, change.op)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        txn_counter = self._txn_counter
+        gtid = self._txn_gtid
+        batch = self._batch
         for action in mapper.map(change):
             if self._slot > MAX_ROW_SLOT:
                 raise MappingError(
-                    f"a transaction on {table.name} has more than {MAX_ROW_SLOT} row changes",
+                    f"a transaction on {name} has more than {MAX_ROW_SLOT} row changes",
                     hint="split the transaction; larger ones cannot be versioned",
                 )
-            item = BulkItem(
-                action,
-                version(self._txn_counter, self._slot),
-                table.name,
-                self._txn_gtid,
-                mapper.id_columns,
-            )
+            item = BulkItem(action, version(txn_counter, self._slot), name, gtid, mapper.id_columns)
             self._slot += 1
-            if not self._batch:
+            if not batch:
                 self._batch_started = time.monotonic()
-            self._batch.append(item)
+            batch.append(item)
             self._batch_bytes += len(item.body)
             self.stats.actions += 1
             target = self._rebuild.get(action.index) if self._rebuild else None
             if target is not None:
                 twin = BulkItem(
-                    replace(action, index=target),
-                    item.version,
-                    table.name,
-                    self._txn_gtid,
-                    mapper.id_columns,
+                    replace(action, index=target), item.version, name, gtid, mapper.id_columns
                 )
-                self._batch.append(twin)
+                batch.append(twin)
                 self._batch_bytes += len(twin.body)
+
+    def _count_changes(self) -> None:
+        """Publish the row changes counted since the last commit (stats and metrics)."""
+        for (name, op), count in self._counts.items():
+            self.stats.by_table[name] = self.stats.by_table.get(name, 0) + count
+            counter = self._change_counters.get((name, op))
+            if counter is None:
+                counter = self._change_counters[(name, op)] = self.metrics.changes.labels(name, op)
+            counter.inc(count)
+        self._counts.clear()
 
     def _on_commit(self, commit: Commit) -> None:
         self._read_counter = self._txn_counter or self._read_counter + 1
@@ -758,6 +717,8 @@ class Pipeline:
         self._txn_start = len(self._batch)
         self.stats.transactions += 1
         self.metrics.transactions.inc()
+        if self._counts:
+            self._count_changes()
         self._last_event_time = commit.timestamp
         if not self._batch:
             self._ack_last_commit()

@@ -4,8 +4,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cdc.events import Column, Kind, RowChange, TableSchema
-from cdc.pipeline import _Reader
+from cdc.events import Begin, Column, Commit, Kind, RowChange, TableSchema
+from cdc.position import Position
+from cdc.reader import BATCH_EVENTS, Failed, Reader
 
 TABLE = TableSchema("s", "t", (Column("id", Kind.INT, is_primary=True),), ("id",))
 
@@ -26,28 +27,62 @@ class _EndlessSource:
         return None
 
 
-def test_the_reader_stops_reading_when_its_queue_holds_too_many_bytes() -> None:
+class _Transactions:
+    """Three one-row transactions, then a failure."""
+
+    def events(self) -> Iterator[Any]:
+        for n in range(3):
+            yield Begin(gtid=f"0-1-{n}")
+            yield RowChange(TABLE, "insert", None, {"id": n}, 10)
+            yield Commit(Position(flavor="mariadb", gtid=f"0-1-{n}"), timestamp=0)
+        yield Begin(gtid="0-1-3")
+        yield RowChange(TABLE, "insert", None, {"id": 3}, 10)
+        raise ConnectionResetError("link cut")
+
+    def interrupt(self) -> None:
+        return None
+
+
+def test_the_reader_stops_reading_when_it_holds_too_many_bytes() -> None:
     source = _EndlessSource(size=1024 * 1024)
-    reader = _Reader(source, maxsize=10_000, max_bytes=4 * 1024 * 1024)  # type: ignore[arg-type]
+    reader = Reader(source, max_events=10_000, max_bytes=4 * 1024 * 1024)
     try:
         time.sleep(0.5)
-        # The bound is checked before each put, so one row past it may be queued.
-        assert reader.queue.qsize() == source.produced - 1 <= 6
-        taken = [reader.queue.get_nowait() for _ in range(3)]
-        for event in taken:
-            reader.taken(event)
-        time.sleep(0.5)
-        assert reader.queue.qsize() <= 6
-        assert source.produced - 1 - len(taken) == reader.queue.qsize()
+        # The bound is checked before each hand-off of a full batch of rows.
+        assert BATCH_EVENTS <= reader.held <= 2 * BATCH_EVENTS
+        produced = source.produced
+        time.sleep(0.3)
+        assert source.produced == produced  # blocked: reads nothing more
+        batch = reader.get(timeout=1)
+        assert isinstance(batch, list) and len(batch) == BATCH_EVENTS
+        time.sleep(0.3)
+        assert source.produced > produced  # room again: reading resumed
+        assert reader.held <= 2 * BATCH_EVENTS
     finally:
         reader.stop()
 
 
 def test_small_rows_are_bounded_by_count() -> None:
     source = _EndlessSource(size=10)
-    reader = _Reader(source, maxsize=100)  # type: ignore[arg-type]
+    reader = Reader(source, max_events=1_000)
     try:
         time.sleep(0.3)
-        assert reader.queue.qsize() == 100
+        assert 1_000 <= reader.held < 1_000 + BATCH_EVENTS
+    finally:
+        reader.stop()
+
+
+def test_batches_end_at_commits_and_an_open_transaction_is_not_handed_over() -> None:
+    reader = Reader(_Transactions())
+    try:
+        batches = []
+        while True:
+            item = reader.get(timeout=2)
+            assert item is not None
+            if isinstance(item, Failed):
+                break
+            batches.append([type(e).__name__ for e in item])
+        assert batches == [["Begin", "RowChange", "Commit"]] * 3
+        assert isinstance(item.error, ConnectionResetError)
     finally:
         reader.stop()
