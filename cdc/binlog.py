@@ -39,7 +39,7 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from cdc import rowdecode
+from cdc import rowdecode, tablemaps
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, PositionError, SourceUnavailable
 from cdc.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
@@ -342,6 +342,8 @@ class BinlogSource:
                 ) from exc
             if is_stream:
                 self._tune_socket(conn)
+            else:
+                tablemaps.enable(conn)
             return conn
 
         return factory

@@ -46,15 +46,14 @@ def _signed_be(data: bytes | bytearray) -> int:
     return value
 
 
-def _fsp_micro(raw: int, fsp: int) -> int:
-    """The library's fractional-seconds arithmetic (`__read_fsp`), float division included."""
-    if fsp % 2:
-        raw = int(raw / 10)
-    return raw * _FSP_SCALE[fsp]
-
-
 def _decimal_reader(precision: int, scale: int) -> tuple[int, Callable[[bytes], decimal.Decimal]]:
-    """(byte width, reader) of a DECIMAL(precision, scale): the library's text, as a Decimal."""
+    """(byte width, reader) of a DECIMAL(precision, scale): the library's value, as a Decimal.
+
+    The bytes are big-endian groups of decimal digits (9 digits in 4 bytes, fewer in fewer),
+    with the sign in the top bit and negative numbers stored inverted. The fast path reads
+    them as one integer; bytes the server never writes (a group out of its digit range) take
+    the library's own text-building arithmetic, so that even garbage decodes alike.
+    """
     integral = precision - scale
     full_int, part_int = divmod(integral, _DECIMAL_DIGITS)
     full_frac, part_frac = divmod(scale, _DECIMAL_DIGITS)
@@ -63,8 +62,22 @@ def _decimal_reader(precision: int, scale: int) -> tuple[int, Callable[[bytes], 
     width = lead + 4 * (full_int + full_frac) + tail
     tail_format = f"0{part_frac}d"
     Decimal = decimal.Decimal
+    # (shift, bit mask, digits) of each group, most significant first.
+    sizes = (
+        ([(lead, part_int)] if lead else [])
+        + [(4, _DECIMAL_DIGITS)] * (full_int + full_frac)
+        + ([(tail, part_frac)] if tail else [])
+    )
+    groups = []
+    shift = 8 * width
+    for size, digits in sizes:
+        shift -= 8 * size
+        groups.append((shift, (1 << (8 * size)) - 1, 10**digits))
+    sign_bit = 1 << (8 * width - 1)
+    ones = (1 << (8 * width)) - 1
+    exponent = f"E-{scale}"
 
-    def read(raw: bytes) -> decimal.Decimal:
+    def library_text(raw: bytes) -> decimal.Decimal:
         data = bytearray(raw)
         if data[0] & 0x80:
             text = ""
@@ -87,6 +100,19 @@ def _decimal_reader(precision: int, scale: int) -> tuple[int, Callable[[bytes], 
         if tail:
             text += format(_signed_be(data[at : at + tail]) ^ mask, tail_format)
         return Decimal(text)
+
+    def read(raw: bytes) -> decimal.Decimal:
+        packed = int.from_bytes(raw, "big") ^ sign_bit
+        negative = not raw[0] & 0x80
+        if negative:
+            packed ^= ones
+        total = 0
+        for group_shift, group_mask, limit in groups:
+            group = (packed >> group_shift) & group_mask
+            if group >= limit:
+                return library_text(raw)
+            total = total * limit + group
+        return Decimal(f"-{total}{exponent}" if negative else f"{total}{exponent}")
 
     return width, read
 
@@ -122,19 +148,24 @@ def _date(value: int) -> datetime.date | None:
     return datetime.date(year, month, day)
 
 
-def _datetime2(packed: int) -> datetime.datetime | None:
+def _datetime2(packed: int, micro: int) -> datetime.datetime | None:
+    """The library's DATETIME2: None for an invalid date (fraction ignored); a fraction is
+    added only when positive, and one past a second raises, as `replace` does there."""
     year_month = (packed >> 22) & 0x1FFFF
+    in_range = 0 <= micro < 1_000_000
     try:
-        return datetime.datetime(
+        value = datetime.datetime(
             year_month // 13,
             year_month % 13,
             (packed >> 17) & 0x1F,
             (packed >> 12) & 0x1F,
             (packed >> 6) & 0x3F,
             packed & 0x3F,
+            micro if in_range else 0,
         )
     except ValueError:
         return None
+    return value if in_range else value.replace(microsecond=micro) if micro > 0 else value
 
 
 def _time2(packed: int, micro: int) -> datetime.timedelta:
@@ -156,9 +187,13 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 _SECOND = datetime.timedelta(seconds=1)
 
 
-def _timestamp(seconds: int) -> datetime.datetime:
-    # Equal to the library's utcfromtimestamp for every 32-bit value, and faster.
-    return _EPOCH + seconds * _SECOND
+def _timestamp(seconds: int, micro: int) -> datetime.datetime:
+    """The library's TIMESTAMP2 (utcfromtimestamp, then a positive fraction added), for every
+    32-bit value, without its per-call time zone machinery."""
+    if 0 <= micro < 1_000_000:
+        return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=micro)
+    value = _EPOCH + seconds * _SECOND
+    return value.replace(microsecond=micro) if micro > 0 else value
 
 
 class _Source:
@@ -168,8 +203,6 @@ class _Source:
         self.lines: list[str] = []
         self.env: dict[str, Any] = {
             "int_from_bytes": int.from_bytes,
-            "signed_be": _signed_be,
-            "fsp_micro": _fsp_micro,
             "date": _date,
             "datetime2": _datetime2,
             "time2": _time2,
@@ -232,18 +265,17 @@ def _emit_text(src: _Source, column: Any, size: int, v: str) -> None:
         src.add(0, f"if not {v}:", f"    {v} = ''")
 
 
-def _emit_fsp(src: _Source, column: Any, v: str) -> None:
-    """Add the library's fractional seconds (`__add_fsp_to_time`) to datetime `v`."""
-    width = (column.fsp + 1) // 2
+def _fraction(column: Any, at: str) -> tuple[int, str]:
+    """(byte width, expression) of the fractional seconds stored at offset `at`: the
+    library's `__read_fsp` arithmetic (signed big-endian, float division for odd precisions)."""
+    fsp = column.fsp
+    width = (fsp + 1) // 2
     if not width:
-        return
-    src.add(
-        0,
-        f"micro = fsp_micro(signed_be(buf[pos : pos + {width}]), {column.fsp})",
-        f"pos += {width}",
-        "if micro > 0:",
-        f"    {v} = {v}.replace(microsecond=micro)",
-    )
+        return 0, "0"
+    raw = f"int_from_bytes(buf[{at} : {at} + {width}], 'big', signed=True)"
+    if fsp % 2:
+        raw = f"int({raw} / 10)"
+    return width, f"{raw} * {_FSP_SCALE[fsp]}"
 
 
 def _emit_value(src: _Source, i: int, column: Any) -> bool:
@@ -274,21 +306,24 @@ def _emit_value(src: _Source, i: int, column: Any) -> bool:
     elif t == FIELD_TYPE.DATE:
         src.add(0, f"{v} = date(int_from_bytes(buf[pos : pos + 3], 'little'))", "pos += 3")
     elif t == FIELD_TYPE.DATETIME2:
-        src.add(0, f"{v} = datetime2(int_from_bytes(buf[pos : pos + 5], 'big'))", "pos += 5")
-        width = (column.fsp + 1) // 2
-        if width:
-            # An invalid date is None and its fraction is skipped, as in the library.
-            src.add(0, f"if {v} is None:", f"    pos += {width}", "else:")
-            src.lines.extend("    " + line for line in _fsp_lines(column, v))
-    elif t == FIELD_TYPE.TIMESTAMP2:
-        src.add(0, f"{v} = timestamp(signed_be(buf[pos : pos + 4]))", "pos += 4")
-        _emit_fsp(src, column, v)
-    elif t == FIELD_TYPE.TIME2:
-        width = (column.fsp + 1) // 2
-        micro = f"fsp_micro(signed_be(buf[pos + 3 : pos + {3 + width}]), {column.fsp})"
+        width, micro = _fraction(column, "pos + 5")
         src.add(
             0,
-            f"{v} = time2(signed_be(buf[pos : pos + 3]), {micro if width else '0'})",
+            f"{v} = datetime2(int_from_bytes(buf[pos : pos + 5], 'big'), {micro})",
+            f"pos += {5 + width}",
+        )
+    elif t == FIELD_TYPE.TIMESTAMP2:
+        width, micro = _fraction(column, "pos + 4")
+        src.add(
+            0,
+            f"{v} = timestamp(int_from_bytes(buf[pos : pos + 4], 'big', signed=True), {micro})",
+            f"pos += {4 + width}",
+        )
+    elif t == FIELD_TYPE.TIME2:
+        width, micro = _fraction(column, "pos + 3")
+        src.add(
+            0,
+            f"{v} = time2(int_from_bytes(buf[pos : pos + 3], 'big', signed=True), {micro})",
             f"pos += {3 + width}",
         )
     elif t == FIELD_TYPE.YEAR:
@@ -316,12 +351,6 @@ def _emit_value(src: _Source, i: int, column: Any) -> bool:
     else:
         return False
     return True
-
-
-def _fsp_lines(column: Any, v: str) -> list[str]:
-    inner = _Source()
-    _emit_fsp(inner, column, v)
-    return inner.lines
 
 
 def compile_table(columns: Sequence[Any]) -> ImageDecoder | None:

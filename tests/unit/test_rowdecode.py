@@ -107,6 +107,31 @@ def text_value(draw: st.DrawFn, charset: str | None, max_len: int) -> bytes:
     return data[:max_len]
 
 
+@st.composite
+def decimal_bytes(draw: st.DrawFn, precision: int, scale: int) -> bytes:
+    """A value as the server stores DECIMAL(precision, scale): groups of up to 9 digits
+    (4 bytes for 9, fewer bytes for fewer), big-endian, sign in the top bit, negatives
+    inverted. Edge values (all nines, zero, negative zero) come up often."""
+    sizes = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+    int_digits = precision - scale
+    groups = []
+    if int_digits % 9:
+        groups.append(int_digits % 9)
+    groups += [9] * (int_digits // 9) + [9] * (scale // 9)
+    if scale % 9:
+        groups.append(scale % 9)
+    data = b""
+    for digits in groups:
+        limit = 10**digits - 1
+        value = draw(st.one_of(st.integers(0, limit), st.sampled_from([0, limit])))
+        data += value.to_bytes(sizes[digits], "big")
+    raw = bytearray(data)
+    raw[0] |= 0x80
+    if draw(st.booleans()):
+        raw = bytearray(b ^ 0xFF for b in raw)
+    return bytes(raw)
+
+
 def fixed(width: int) -> st.SearchStrategy[bytes]:
     return st.binary(min_size=width, max_size=width)
 
@@ -193,7 +218,7 @@ def column_and_values(draw: st.DrawFn, name: str) -> tuple[Column, st.SearchStra
         scale = draw(st.integers(0, min(30, precision)))
         width, _ = rowdecode._decimal_reader(precision, scale)
         column = _column(FIELD_TYPE.NEWDECIMAL, name, precision=precision, decimals=scale)
-        return column, fixed(width)
+        return column, st.one_of(fixed(width), decimal_bytes(precision, scale))
     if kind in ("datetime2", "timestamp2", "time2"):
         fsp = draw(st.integers(0, 6))
         type_, width = {
