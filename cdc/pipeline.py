@@ -476,6 +476,8 @@ class Pipeline:
                         self._txn_start = len(self._batch)
                     elif cls is Commit:
                         self._on_commit(event)  # type: ignore[arg-type]
+                        if self._batch and time.monotonic() - self._batch_started >= flush_interval:
+                            self._flush()
                     elif cls is Heartbeat:
                         idle = True
                         point = (event.file, event.offset)  # type: ignore[union-attr]
