@@ -462,6 +462,7 @@ class Pipeline:
                 return events.error
             idle = events is None
             if events is not None:
+                self._caught_up = False  # until this list is done (it may take a while)
                 if not healthy:
                     healthy = True
                     self._source_outage.recovered()
