@@ -249,7 +249,13 @@ def test_sigterm_while_elasticsearch_is_blackholed(
         writer = LoggedWriter(mariadb, fresh_db, seed=3)
         writer.start()
         with CdcProcess(config) as proc:
-            wait_for(lambda: len(standin.docs(INDEX)) > 100, what="documents to stream")
+            # Two requests: requests are sent one at a time, so the second one arriving means
+            # the connector has read the answer to the first (one still in the proxy when the
+            # black hole starts would be lost, and so would the acknowledgement it carries).
+            wait_for(
+                lambda: len(standin.docs(INDEX)) > 100 and standin.bulk_requests >= 2,
+                what="documents to stream",
+            )
             proxy.blackhole()
             requests = standin.bulk_requests
             time.sleep(2.0)  # a bulk request is now waiting for an answer that never comes
