@@ -62,10 +62,10 @@ sys.path.insert(0, str(ROOT))
 
 from rig import MariaDB, find_binary  # noqa: E402
 
-from cdc.binlog import connect, current_position, server_info  # noqa: E402
-from cdc.checkpoint import Checkpoint, FileCheckpointStore, initial_counter  # noqa: E402
 from cdc.config import SourceConfig, load_config  # noqa: E402
-from cdc.position import Position  # noqa: E402
+from cdc.model.checkpoint import Checkpoint, FileCheckpointStore, initial_counter  # noqa: E402
+from cdc.model.position import Position  # noqa: E402
+from cdc.source.binlog import connect, current_position, server_info  # noqa: E402
 from cdc.testing import BulkOp, EsStandIn  # noqa: E402
 
 SCHEMA = "bench"
@@ -514,8 +514,8 @@ def child_bare(spec: dict[str, Any]) -> None:
 
 def child_connector(spec: dict[str, Any]) -> None:
     from cdc.cli import make_store, setup_logging
-    from cdc.elastic import ElasticSink
-    from cdc.pipeline import Pipeline
+    from cdc.engine.pipeline import Pipeline
+    from cdc.sink.elastic import ElasticSink
 
     setup_logging("text", "WARNING")
     cfg = load_config(Path(spec["config"]))

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from rig import MariaDB  # noqa: E402
 
-from cdc.checkpoint import FileCheckpointStore  # noqa: E402
 from cdc.config import ConnectorConfig  # noqa: E402
-from cdc.elastic import ElasticSink  # noqa: E402
-from cdc.pipeline import Pipeline  # noqa: E402
-from cdc.rowreader import RowReader  # noqa: E402
+from cdc.engine.pipeline import Pipeline  # noqa: E402
+from cdc.model.checkpoint import FileCheckpointStore  # noqa: E402
+from cdc.sink.elastic import ElasticSink  # noqa: E402
+from cdc.source.rows import RowReader  # noqa: E402
 from cdc.testing import EsStandIn  # noqa: E402
 
 DDL = """CREATE TABLE wide (

@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from cdc.checkpoint import Checkpoint
 from cdc.cli import make_store
 from cdc.config import ConnectorConfig, load_config
-from cdc.elastic import ElasticSink
-from cdc.pipeline import Pipeline, RunStats
+from cdc.engine.pipeline import Pipeline, RunStats
+from cdc.model.checkpoint import Checkpoint
+from cdc.sink.elastic import ElasticSink
 
 _counter = iter(range(10_000, 1_000_000))
 

@@ -10,10 +10,10 @@ import pytest
 from harness import CdcProcess, run_until_caught_up, stored_checkpoint, wait_for, write_config
 from rig import MariaDB, Osmem
 
-from cdc.binlog import BinlogSource, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import SourceUnavailable
-from cdc.events import Begin, Commit, Heartbeat, RowChange
+from cdc.model.events import Begin, Commit, Heartbeat, RowChange
+from cdc.source.binlog import BinlogSource, connect, current_position, server_info
 
 
 def _source_config(mariadb: MariaDB, server_id: int = 901) -> SourceConfig:

@@ -17,11 +17,11 @@ import pytest
 from harness import stored_checkpoint, write_config
 from rig import MariaDB, Osmem, Redis, free_port
 
-from cdc.checkpoint import MAX_ROW_SLOT, version
 from cdc.config import load_config
-from cdc.dlq import DeadLetter, DeadLetterQueue, FileDeadLetterQueue, open_dlq, parse_id
 from cdc.errors import CdcError, CheckpointUnavailable
-from cdc.redis_store import RedisDeadLetterQueue
+from cdc.model.checkpoint import MAX_ROW_SLOT, version
+from cdc.state.dlq import DeadLetter, DeadLetterQueue, FileDeadLetterQueue, open_dlq, parse_id
+from cdc.state.redis import RedisDeadLetterQueue
 
 
 def _letter(n: int, **changes: Any) -> DeadLetter:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 import pytest
 from rig import MariaDB
 
-from cdc.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import PositionError, PrerequisiteError
-from cdc.events import Heartbeat
-from cdc.position import Position
-from cdc.prereq import Check, check_position, check_source, require
+from cdc.model.events import Heartbeat
+from cdc.model.position import Position
+from cdc.source.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
+from cdc.source.prereq import Check, check_position, check_source, require
 
 MakeMariaDB = Callable[..., MariaDB]
 

@@ -6,7 +6,7 @@ DATETIME/TIMESTAMP/TIME at several fractional precisions, YEAR, text in utf8mb4,
 cp1251, binary strings, ENUM, SET, BIT of 1, 12 and 64 bits, JSON and GEOMETRY), with NULLs and
 edge values; each example inserts, updates and deletes them in one transaction. Every rows
 event of that transaction is then decoded twice from the same bytes, by the library
-(`event.rows`) and by `cdc.rowdecode`, and the images must be identical in value and type.
+(`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and type.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from rig import MariaDB
 
-from cdc import rowdecode
-from cdc.binlog import connect, current_position, server_info
 from cdc.config import SourceConfig
+from cdc.source import rowdecode
+from cdc.source.binlog import connect, current_position, server_info
 
 TABLE = "everything"
 COLUMNS: dict[str, str] = {

@@ -11,12 +11,12 @@ import orjson
 import pytest
 from rig import MariaDB, free_port
 
-from cdc.binlog import BinlogSource, connect, current_position, server_info
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, SourceUnavailable
-from cdc.events import Heartbeat, RowChange
-from cdc.mapping import Mapper
-from cdc.rowreader import RowReader
+from cdc.model.events import Heartbeat, RowChange
+from cdc.source.binlog import BinlogSource, connect, current_position, server_info
+from cdc.source.rows import RowReader
+from cdc.transform.mapping import Mapper
 
 # Every column type the connector documents, plus the shapes that differ between the binlog
 # and the text protocol: 4-byte FLOAT, zero dates, the zero TIMESTAMP, YEAR 0000, empty SET,

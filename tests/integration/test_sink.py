@@ -13,7 +13,7 @@ from harness import run_until_caught_up, write_config
 from rig import MariaDB, Osmem
 
 from cdc.config import SinkConfig
-from cdc.elastic import ElasticSink, _node
+from cdc.sink.elastic import ElasticSink, _node
 from cdc.testing import EsStandIn
 
 

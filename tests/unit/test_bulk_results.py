@@ -3,8 +3,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from cdc.elastic import classify, encode
-from cdc.mapping import Action
+from cdc.sink.elastic import classify, encode
+from cdc.transform.mapping import Action
 
 
 @pytest.mark.parametrize(

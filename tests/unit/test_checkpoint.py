@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.checkpoint import (
+from cdc.errors import PositionError
+from cdc.model.checkpoint import (
     MAX_ROW_SLOT,
     Checkpoint,
     FileCheckpointStore,
     initial_counter,
     version,
 )
-from cdc.errors import PositionError
-from cdc.position import Position
+from cdc.model.position import Position
 
 
 def test_checkpoint_json_round_trip() -> None:

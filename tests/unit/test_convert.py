@@ -1,4 +1,5 @@
-"""Every conversion rule of cdc.convert, one case each, checked through orjson serialization.
+"""Every conversion rule of cdc.transform.convert, one case each, checked through orjson
+serialization.
 
 Inputs have the shapes python-mysql-replication 1.0.17 decodes (see cdc/events.py); the zero
 YEAR (1900), zero TIMESTAMP (the epoch), negative fractional TIME and small DECIMAL shapes were
@@ -15,9 +16,15 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from cdc.convert import OMIT, ConvertOptions, converter_for, json_text_converter, to_json_value
 from cdc.errors import MappingError
-from cdc.events import Column, Kind
+from cdc.model.events import Column, Kind
+from cdc.transform.convert import (
+    OMIT,
+    ConvertOptions,
+    converter_for,
+    json_text_converter,
+    to_json_value,
+)
 
 UTC = ConvertOptions(time_zone=ZoneInfo("UTC"))
 BERLIN = ConvertOptions(time_zone=ZoneInfo("Europe/Berlin"))

@@ -11,17 +11,17 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc import replay as replay_module
-from cdc.checkpoint import MAX_ROW_SLOT, Checkpoint, version
-from cdc.cli_dlq import format_outcome, format_table
+from cdc.cli.dlq import format_outcome, format_table
 from cdc.config import ConnectorConfig
-from cdc.dlq import MAX_ERROR_CHARS, DeadLetter, FileDeadLetterQueue
-from cdc.elastic import BulkItem, ItemResult
+from cdc.engine import replay as replay_module
+from cdc.engine.replay import Outcome, replay
 from cdc.errors import CdcError, SourceUnavailable
-from cdc.events import Column, Kind, TableSchema
-from cdc.mapping import Action
-from cdc.position import Position
-from cdc.replay import Outcome, replay
+from cdc.model.checkpoint import MAX_ROW_SLOT, Checkpoint, version
+from cdc.model.events import Column, Kind, TableSchema
+from cdc.model.position import Position
+from cdc.sink.elastic import BulkItem, ItemResult
+from cdc.state.dlq import MAX_ERROR_CHARS, DeadLetter, FileDeadLetterQueue
+from cdc.transform.mapping import Action
 
 COUNTER = 7_000
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc.errors import PositionError
-from cdc.gtid import (
+from cdc.model.gtid import (
     MAX_GNO,
     MariadbGtidList,
     MysqlGtidSet,

@@ -1,4 +1,4 @@
-"""Row changes become the right index/delete operations and documents (cdc.mapping)."""
+"""Row changes become the right index/delete operations and documents (cdc.transform.mapping)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from cdc.config import TableMapping
 from cdc.errors import MappingError
-from cdc.events import Column, Kind, RowChange, TableSchema
-from cdc.mapping import Action, Mapper, select_mapping
+from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.transform.mapping import Action, Mapper, select_mapping
 
 UTC = ZoneInfo("UTC")
 

@@ -9,10 +9,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from cdc.binlog import ServerInfo
 from cdc.errors import PositionError, PrerequisiteError, SourceUnavailable
-from cdc.position import Position
-from cdc.prereq import Check, check_position, check_source, require
+from cdc.model.position import Position
+from cdc.source.binlog import ServerInfo
+from cdc.source.prereq import Check, check_position, check_source, require
 
 U = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 V = "b7a5e3c2-0000-11ee-8000-0242ac120002"
@@ -222,7 +222,7 @@ def test_mysql_without_gtid_mode_is_only_a_warning(
         "SET GLOBAL enforce_gtid_consistency = ON, then SET GLOBAL gtid_mode = OFF_PERMISSIVE, "
         "ON_PERMISSIVE and ON one step at a time"
     )
-    with caplog.at_level(logging.WARNING, logger="cdc.prereq"):
+    with caplog.at_level(logging.WARNING, logger="cdc.source.prereq"):
         require(list(checks.values()))
     assert caplog.messages == [f"gtid_mode: {check.detail} (fix: {check.fix})"]
 

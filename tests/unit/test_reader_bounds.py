@@ -4,9 +4,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cdc.events import Begin, Column, Commit, Kind, RowChange, TableSchema
-from cdc.position import Position
-from cdc.reader import BATCH_EVENTS, Failed, Reader
+from cdc.model.events import Begin, Column, Commit, Kind, RowChange, TableSchema
+from cdc.model.position import Position
+from cdc.source.handoff import BATCH_EVENTS, Failed, Reader
 
 TABLE = TableSchema("s", "t", (Column("id", Kind.INT, is_primary=True),), ("id",))
 

@@ -2,7 +2,7 @@
 
 Each example builds a real rows event (a table map of random column types and metadata, and
 random row images, NULLs included) and decodes it twice: with the library's own `event.rows`
-and with `cdc.rowdecode`. They must agree on every value, its type, the key order, and on
+and with `cdc.source.rowdecode`. They must agree on every value, its type, the key order, and on
 failure (the same exception type). Values the server really writes are covered by
 `tests/integration/test_rowdecode_mariadb.py`; here the bytes are arbitrary, so the edge and
 garbage cases (invalid dates, out-of-range digits, undecodable text) are compared as well.
@@ -24,7 +24,7 @@ from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from pymysqlreplication.table import Table
 
-from cdc import rowdecode
+from cdc.source import rowdecode
 
 TABLE_ID = 77
 CHARSETS = ["utf8mb4", "utf8mb3", "latin1", "binary", "cp1251", "ujis", "swe7", None]

@@ -10,7 +10,7 @@ from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
-from cdc import tablemaps
+from cdc.source import tablemaps
 
 
 class _Control:

@@ -27,8 +27,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cdc.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
-from cdc.checkpoint import (
+from cdc.config import ConnectorConfig
+from cdc.engine.snapshot import Chunk, Progress, Snapshotter, request, resolve_tables
+from cdc.errors import CdcError, MappingError, PositionError, TransientError
+from cdc.metrics import Metrics
+from cdc.model.checkpoint import (
     MAX_COUNTER,
     MAX_ROW_SLOT,
     Checkpoint,
@@ -36,19 +39,16 @@ from cdc.checkpoint import (
     initial_counter,
     version,
 )
-from cdc.config import ConnectorConfig
-from cdc.dlq import DeadLetter, DeadLetterQueue
-from cdc.elastic import BulkItem, ElasticSink, Interrupted, ItemResult, rejection_error
-from cdc.errors import CdcError, MappingError, PositionError, TransientError
-from cdc.events import Begin, Commit, Heartbeat, RowChange, TableSchema
-from cdc.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.mapping import Mapper
-from cdc.metrics import Metrics
-from cdc.position import Position
-from cdc.prereq import check_position, check_source, require
-from cdc.reader import Failed, Reader
-from cdc.rowreader import RowReader
-from cdc.snapshot import Chunk, Progress, Snapshotter, request, resolve_tables
+from cdc.model.events import Begin, Commit, Heartbeat, RowChange, TableSchema
+from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.model.position import Position
+from cdc.sink.elastic import BulkItem, ElasticSink, Interrupted, ItemResult, rejection_error
+from cdc.source.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
+from cdc.source.handoff import Failed, Reader
+from cdc.source.prereq import check_position, check_source, require
+from cdc.source.rows import RowReader
+from cdc.state.dlq import DeadLetter, DeadLetterQueue
+from cdc.transform.mapping import Mapper
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 `cdc dlq replay` (and the snapshot) map rows read with a plain SELECT through the same `Mapper`
 as rows streamed from the binlog, so this module returns every value exactly as
-python-mysql-replication 1.0.17 decodes it (see `cdc.events`, `cdc.convert`), and describes the
-table with the same `TableSchema` the binlog source builds:
+python-mysql-replication 1.0.17 decodes it (see `cdc.model.events`, `cdc.transform.convert`),
+and describes the table with the same `TableSchema` the binlog source builds:
 
 - FLOAT: the 4-byte value widened to a double (selected as `CAST(col AS DOUBLE)`; the text
   protocol would round it to 6 digits).
@@ -40,10 +40,10 @@ from zoneinfo import ZoneInfo
 
 import pymysql
 
-from cdc.binlog import connect, translate_error
 from cdc.config import SourceConfig
 from cdc.errors import CdcError
-from cdc.events import Column, Kind, TableSchema
+from cdc.model.events import Column, Kind, TableSchema
+from cdc.source.binlog import connect, translate_error
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +439,8 @@ class RowReader:
     # -- key values -------------------------------------------------------------------------------
 
     def _key_param(self, info: _ColumnInfo, part: str) -> Any:
-        """A rendered id part (see `cdc.mapping`) as a query parameter of the column's type."""
+        """A rendered id part (see `cdc.transform.mapping`) as a query parameter of the
+        column's type."""
         kind = info.column.kind
         try:
             if kind in (Kind.INT, Kind.YEAR, Kind.BIT):
@@ -497,7 +498,7 @@ class RowReader:
         return value
 
     def _wall_time(self, value: dt.datetime) -> dt.datetime:
-        """The naive local time a rendered DATETIME stands for (see `cdc.convert`)."""
+        """The naive local time a rendered DATETIME stands for (see `cdc.transform.convert`)."""
         if value.tzinfo is None:
             return value
         if value.utcoffset() == value.replace(tzinfo=self._zone).utcoffset():

@@ -5,8 +5,8 @@ mapping names against the table and builds one converter per field, so that `map
 per-value work. Everything here is pure: no I/O.
 
 Documents: every column, minus `exclude`, restricted to `include` when given, renamed by
-`rename`, converted by `cdc.convert` (columns in `json_columns` parsed as JSON), in table column
-order, followed by the `static` fields.
+`rename`, converted by `cdc.transform.convert` (columns in `json_columns` parsed as JSON), in
+table column order, followed by the `static` fields.
 
 Document ids: the id columns (`id_columns`, default the primary key) rendered as text and joined
 with `id_separator`. Integers (also YEAR and BIT) in decimal, DECIMAL as fixed-point text with
@@ -31,7 +31,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import TableMapping
-from cdc.convert import (
+from cdc.errors import MappingError
+from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.transform.convert import (
     Converter,
     ConvertOptions,
     always_omits,
@@ -39,8 +41,6 @@ from cdc.convert import (
     json_text_converter,
     passes_through,
 )
-from cdc.errors import MappingError
-from cdc.events import Column, Kind, RowChange, TableSchema
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,7 @@ from urllib.parse import quote
 import orjson
 import typer
 
-from cdc import prereq
-from cdc.checkpoint import Checkpoint, FileCheckpointStore
-from cdc.cli_position import (
+from cdc.cli.position import (
     Behind,
     ConfigOption,
     JsonOption,
@@ -44,11 +42,13 @@ from cdc.cli_position import (
     when,
 )
 from cdc.config import ConnectorConfig, load_config
-from cdc.dlq import open_dlq
-from cdc.elastic import ElasticSink
 from cdc.errors import CdcError
-from cdc.position import Position
-from cdc.redis_store import RedisCheckpointStore
+from cdc.model.checkpoint import Checkpoint, FileCheckpointStore
+from cdc.model.position import Position
+from cdc.sink.elastic import ElasticSink
+from cdc.source import prereq
+from cdc.state.dlq import open_dlq
+from cdc.state.redis import RedisCheckpointStore
 
 HEALTH_TIMEOUT = 1.0
 """Seconds `cdc health` waits for the store: a HEALTHCHECK must answer quickly."""

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from cdc.checkpoint import MAX_ROW_SLOT, ROW_BITS, CheckpointStore, version
 from cdc.config import ConnectorConfig
-from cdc.dlq import DeadLetter, DeadLetterQueue, clip_error
-from cdc.elastic import BulkItem, ItemResult
 from cdc.errors import CdcError, MappingError
-from cdc.events import RowChange, TableSchema
-from cdc.mapping import Action, Mapper
+from cdc.model.checkpoint import MAX_ROW_SLOT, ROW_BITS, CheckpointStore, version
+from cdc.model.events import RowChange, TableSchema
+from cdc.sink.elastic import BulkItem, ItemResult
+from cdc.state.dlq import DeadLetter, DeadLetterQueue, clip_error
+from cdc.transform.mapping import Action, Mapper
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ Result = Literal["replayed", "rejected", "failed"]
 
 
 class RowSource(Protocol):
-    """Reads current rows (`cdc.rowreader.RowReader`)."""
+    """Reads current rows (`cdc.source.rows.RowReader`)."""
 
     def table_schema(self, schema: str, table: str) -> TableSchema: ...
 
@@ -58,7 +58,7 @@ class RowSource(Protocol):
 
 
 class DocumentWriter(Protocol):
-    """Writes document operations (`cdc.elastic.ElasticSink`)."""
+    """Writes document operations (`cdc.sink.elastic.ElasticSink`)."""
 
     def write(
         self,

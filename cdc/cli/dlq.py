@@ -20,13 +20,13 @@ from typing import Annotated, NoReturn
 import orjson
 import typer
 
-from cdc.checkpoint import CheckpointStore
 from cdc.config import ConnectorConfig, load_config
-from cdc.dlq import DeadLetter, DeadLetterQueue, open_dlq, parse_id
-from cdc.elastic import ElasticSink, Interrupted
+from cdc.engine.replay import Outcome, ReplayReport, replay
 from cdc.errors import CdcError, ConfigError
-from cdc.replay import Outcome, ReplayReport, replay
-from cdc.rowreader import RowReader
+from cdc.model.checkpoint import CheckpointStore
+from cdc.sink.elastic import ElasticSink, Interrupted
+from cdc.source.rows import RowReader
+from cdc.state.dlq import DeadLetter, DeadLetterQueue, open_dlq, parse_id
 
 app = typer.Typer(
     help="Inspect, replay and purge rejected documents (the dead-letter queue).\n\n"

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cdc.position import Position
+from cdc.model.position import Position
 
 
 class Kind(enum.Enum):

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 
 from cdc.errors import PositionError
-from cdc.position import Flavor
+from cdc.model.position import Flavor
 
 Interval = tuple[int, int]
 """Transaction numbers `first` to `last`, both included."""

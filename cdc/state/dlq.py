@@ -3,9 +3,10 @@
 A rejected document is parked here (durably, before the checkpoint moves past it) with what the
 operator needs to fix and replay it: the operation, the index and id, the table and the row's
 key, the error, and the transaction it came from. The pipeline then goes on (design invariant 5).
-`cdc dlq replay` (see `cdc.replay`) re-reads the current rows from MySQL and sends them again.
+`cdc dlq replay` (see `cdc.engine.replay`) re-reads the current rows from MySQL and sends them
+again.
 
-Stores implement `DeadLetterQueue`: `RedisDeadLetterQueue` (in `cdc.redis_store`, a Redis
+Stores implement `DeadLetterQueue`: `RedisDeadLetterQueue` (in `cdc.state.redis`, a Redis
 stream) and `FileDeadLetterQueue` (here, JSON lines next to the file checkpoint). `open_dlq`
 picks the one matching the configured checkpoint store. Both name letters with ids of the form
 `<milliseconds>-<sequence>` (Redis stream ids), which increase in parking order and are never
@@ -28,8 +29,8 @@ from typing import Protocol
 import orjson
 
 from cdc.config import ConnectorConfig
-from cdc.elastic import BulkItem, ItemResult
 from cdc.errors import CdcError, CheckpointUnavailable
+from cdc.sink.elastic import BulkItem, ItemResult
 
 FORMAT_VERSION = 1
 """Format of a stored letter; a letter of another format is refused, not guessed at."""
@@ -156,9 +157,9 @@ class DeadLetterQueue(Protocol):
 def open_dlq(cfg: ConnectorConfig) -> DeadLetterQueue:
     """The dead-letter queue stored beside the configured checkpoint (Redis or file)."""
     if cfg.checkpoint.redis is not None:
-        # cdc.redis_store imports this module for DeadLetter; importing it here, at call time,
+        # cdc.state.redis imports this module for DeadLetter; importing it here, at call time,
         # keeps the two modules free of an import cycle.
-        from cdc.redis_store import RedisDeadLetterQueue
+        from cdc.state.redis import RedisDeadLetterQueue
 
         r = cfg.checkpoint.redis
         return RedisDeadLetterQueue(r.url, r.key_prefix, cfg.name)

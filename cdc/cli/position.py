@@ -9,13 +9,13 @@ terminal and without `--yes` it refuses); then save.
 Versions (design invariant 2): `set` and `reset` keep the stored counter, so the transactions
 read from the new position get higher versions than anything written before and a rewind
 re-applies history; with no stored checkpoint the counter starts from the clock
-(`cdc.checkpoint.initial_counter`). `import` restores an exported checkpoint exactly, counter
+(`cdc.model.checkpoint.initial_counter`). `import` restores an exported checkpoint exactly, counter
 included, so replaying from it reproduces the versions the documents got the first time.
 
 Exit status: 0 done, 1 refused or failed (purged position, running connector, server down,
 declined), 2 a bad argument or config. Errors are one line on stderr.
 
-The helpers shared with `cdc.cli_ops` (config loading, stores, one-line errors, lag) live here.
+The helpers shared with `cdc.cli.ops` (config loading, stores, one-line errors, lag) live here.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ import orjson
 import pymysql
 import typer
 
-from cdc import prereq
-from cdc.binlog import ServerInfo, connect, current_position, server_info, translate_error
-from cdc.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, initial_counter
 from cdc.config import ConnectorConfig, load_config
 from cdc.errors import CdcError, PositionError
-from cdc.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
-from cdc.position import Position
-from cdc.redis_store import RedisCheckpointStore
+from cdc.model.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, initial_counter
+from cdc.model.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
+from cdc.model.position import Position
+from cdc.source import prereq
+from cdc.source.binlog import ServerInfo, connect, current_position, server_info, translate_error
+from cdc.state.redis import RedisCheckpointStore
 
 Connection: TypeAlias = "pymysql.connections.Connection[Any]"
 

@@ -14,14 +14,14 @@ from typing import Annotated
 import orjson
 import typer
 
-from cdc.checkpoint import CheckpointStore, FileCheckpointStore
 from cdc.config import ConnectorConfig, load_config
-from cdc.dlq import open_dlq
-from cdc.elastic import ElasticSink, Interrupted
+from cdc.engine.pipeline import Pipeline
 from cdc.errors import CdcError
 from cdc.metrics import Metrics
-from cdc.pipeline import Pipeline
-from cdc.redis_store import RedisCheckpointStore
+from cdc.model.checkpoint import CheckpointStore, FileCheckpointStore
+from cdc.sink.elastic import ElasticSink, Interrupted
+from cdc.state.dlq import open_dlq
+from cdc.state.redis import RedisCheckpointStore
 
 app = typer.Typer(
     help="Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.",
@@ -174,14 +174,15 @@ def run(
 
 
 # Sub-command groups and commands defined in their own modules register here.
-import cdc.cli_dlq  # noqa: E402 - kept with the registrations
-import cdc.cli_snapshot  # noqa: E402 - kept with the registrations
-from cdc import cli_ops, cli_position  # noqa: E402 - kept with the registrations
+from cdc.cli import dlq as cli_dlq  # noqa: E402 - kept with the registrations
+from cdc.cli import ops as cli_ops  # noqa: E402 - kept with the registrations
+from cdc.cli import position as cli_position  # noqa: E402 - kept with the registrations
+from cdc.cli import snapshot as cli_snapshot  # noqa: E402 - kept with the registrations
 
 app.add_typer(cli_position.app, name="position")
 cli_ops.register(app)
-app.add_typer(cdc.cli_dlq.app, name="dlq")
-app.command()(cdc.cli_snapshot.snapshot)
+app.add_typer(cli_dlq.app, name="dlq")
+app.command()(cli_snapshot.snapshot)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
-from cdc.events import Commit, Event, Heartbeat, RowChange
+from cdc.model.events import Commit, Event, Heartbeat, RowChange
 
 MAX_EVENTS = 20_000
 """Events held between the threads at most (plus one batch)."""

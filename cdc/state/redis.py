@@ -3,12 +3,12 @@ heartbeat live here too as they arrive).
 
 Keys, all namespaced by the configured prefix and the connector name:
 
-    <prefix>:<name>:checkpoint   string: the checkpoint JSON document (see cdc.checkpoint)
+    <prefix>:<name>:checkpoint   string: the checkpoint JSON document (see cdc.model.checkpoint)
     <prefix>:<name>:heartbeat    string with a TTL: the running connector's status (JSON)
     <prefix>:<name>:snapshots    hash: table (schema.table) -> snapshot progress (JSON)
     <prefix>:<name>:dlq          stream: the dead-letter queue, one entry per rejected document
-                                 with one field, `letter` (JSON, see cdc.dlq.DeadLetter); never
-                                 trimmed by the connector, only by `cdc dlq replay`/`purge`
+                                 with one field, `letter` (JSON, see cdc.state.dlq.DeadLetter);
+                                 never trimmed by the connector, only by `cdc dlq replay`/`purge`
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import redis
 
-from cdc.checkpoint import Checkpoint
-from cdc.dlq import DeadLetter, Listing, format_id, parse_id
 from cdc.errors import CdcError, CheckpointUnavailable
+from cdc.model.checkpoint import Checkpoint
+from cdc.state.dlq import DeadLetter, Listing, format_id, parse_id
 
 
 def checkpoint_key(prefix: str, name: str) -> str:
@@ -143,7 +143,8 @@ return false
 
 
 class RedisDeadLetterQueue:
-    """The dead-letter queue as a Redis stream (see `cdc.dlq.DeadLetterQueue` for the contract).
+    """The dead-letter queue as a Redis stream (see `cdc.state.dlq.DeadLetterQueue` for the
+    contract).
 
     Entries are added with XADD and no MAXLEN, so Redis never drops one; a letter is as durable
     as Redis makes any acknowledged write (with AOF, it survives a Redis restart). Purging trims

@@ -37,7 +37,7 @@ from elastic_transport import (
 
 from cdc.config import SinkConfig, TableMapping
 from cdc.errors import CdcError, DocumentRejected, SinkUnavailable, TransientError
-from cdc.mapping import Action
+from cdc.transform.mapping import Action
 
 log = logging.getLogger(__name__)
 

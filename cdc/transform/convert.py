@@ -1,6 +1,6 @@
 """Turn one decoded binlog value into its JSON document value.
 
-Input values are what python-mysql-replication 1.0.17 decodes (see `cdc.events`); the column's
+Input values are what python-mysql-replication 1.0.17 decodes (see `cdc.model.events`); the column's
 `Kind` says which MySQL type family a value came from. Output values are what the sink
 serializes with orjson: None, bool, int, float, str, list, dict, or `orjson.Fragment` (an exact
 JSON number copied verbatim into the document). A converter may also return `OMIT`, meaning
@@ -54,7 +54,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from cdc.errors import MappingError
-from cdc.events import Column, Kind
+from cdc.model.events import Column, Kind
 
 Converter = Callable[[Any], Any]
 """Turns one decoded value of a column into its document value (or `OMIT`)."""

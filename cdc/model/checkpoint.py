@@ -1,7 +1,7 @@
 """Checkpoints: the last transaction boundary Elasticsearch fully acknowledged.
 
 A checkpoint is a small versioned JSON document (see `Checkpoint.to_json`). Stores implement
-`CheckpointStore`; Redis lives in `cdc.redis_store`, the single-host file store is here.
+`CheckpointStore`; Redis lives in `cdc.state.redis`, the single-host file store is here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import orjson
 
 from cdc.errors import CheckpointUnavailable, PositionError
-from cdc.position import Position
+from cdc.model.position import Position
 
 FORMAT_VERSION = 1
 

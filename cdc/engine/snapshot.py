@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cdc.checkpoint import CheckpointStore
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.errors import CdcError, MappingError, TransientError
-from cdc.events import TableSchema
-from cdc.rowreader import RowReader
+from cdc.model.checkpoint import CheckpointStore
+from cdc.model.events import TableSchema
+from cdc.source.rows import RowReader
 
 log = logging.getLogger(__name__)
 

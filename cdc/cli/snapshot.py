@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from cdc.checkpoint import CheckpointStore
 from cdc.config import ConnectorConfig, load_config
-from cdc.elastic import ElasticSink, Interrupted
+from cdc.engine.pipeline import Pipeline
+from cdc.engine.snapshot import Progress, request, resolve_tables
 from cdc.errors import CdcError
-from cdc.pipeline import Pipeline
-from cdc.rowreader import RowReader
-from cdc.snapshot import Progress, request, resolve_tables
+from cdc.model.checkpoint import CheckpointStore
+from cdc.sink.elastic import ElasticSink, Interrupted
+from cdc.source.rows import RowReader
 
 log = logging.getLogger("cdc")
 

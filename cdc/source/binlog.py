@@ -1,7 +1,8 @@
 """The binlog source: the only module that talks to MySQL/MariaDB.
 
 It wraps python-mysql-replication's `BinLogStreamReader` and turns its events into
-`Begin` / `RowChange` / `Commit` (see `cdc.events`). Three traps of the library are handled here:
+`Begin` / `RowChange` / `Commit` (see `cdc.model.events`). Three traps of the library are
+handled here:
 
 - Its silent reconnect replays from the position the reader was *created* with. We refuse it:
   the stream connection factory raises on a second connect, so a broken link surfaces as
@@ -39,12 +40,12 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from cdc import rowdecode, tablemaps
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, PositionError, SourceUnavailable
-from cdc.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
-from cdc.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.position import Flavor, Position
+from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
+from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.model.position import Flavor, Position
+from cdc.source import rowdecode, tablemaps
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pymysql
 
-from cdc.binlog import ServerInfo, translate_error
 from cdc.errors import PositionError, PrerequisiteError
-from cdc.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.position import Position
+from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
+from cdc.model.position import Position
+from cdc.source.binlog import ServerInfo, translate_error
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The running connector: the main loop, its helpers, snapshots and replays."""

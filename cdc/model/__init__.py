@@ -1,0 +1,1 @@
+"""Pure values every stage shares: events, positions, GTID sets, versions, checkpoints."""

@@ -1,0 +1,1 @@
+"""Durable state: checkpoints, heartbeats, snapshot progress and dead letters."""

@@ -1,0 +1,1 @@
+"""Row changes into document operations (pure): value conversion and table mappings."""
