@@ -46,7 +46,7 @@ from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint, FileCheckpointStore
 from cdc.model.position import Position
 from cdc.sink.elastic import ElasticSink
-from cdc.source import prereq
+from cdc.source import positions, prereq
 from cdc.state.dlq import open_dlq
 from cdc.state.redis import RedisCheckpointStore
 
@@ -356,7 +356,7 @@ def _check_source(
                     "position (earlier rows need a snapshot)",
                 )
                 return
-            report.add(prereq.check_position(conn, info, stored.position))
+            report.add(positions.check_position(conn, info, stored.position))
     except CdcError as exc:
         report.error("source", exc, f"check source.host/port ({address}) and that the server is up")
 

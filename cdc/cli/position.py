@@ -39,8 +39,17 @@ from cdc.errors import CdcError, PositionError
 from cdc.model.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, initial_counter
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
 from cdc.model.position import Position
-from cdc.source import prereq
-from cdc.source.binlog import ServerInfo, connect, current_position, server_info, translate_error
+from cdc.source import positions, prereq
+from cdc.source.mysql import (
+    DRIVER_ERRORS,
+    ServerInfo,
+    binary_logs,
+    connect,
+    current_position,
+    server_info,
+    translate_error,
+)
+from cdc.source.positions import earliest_position, position_at
 from cdc.state.redis import RedisCheckpointStore
 
 Connection: TypeAlias = "pymysql.connections.Connection[Any]"
@@ -61,21 +70,6 @@ ForceOption = Annotated[
         "stale.",
     ),
 ]
-
-# Binlog events at which a transaction boundary starts: a position there resumes with a whole
-# transaction. (Any other event sits inside a transaction or ends one.)
-_BOUNDARY_EVENTS = frozenset(
-    {
-        "Format_desc",
-        "Gtid_list",
-        "Binlog_checkpoint",
-        "Previous_gtids",
-        "Gtid",
-        "Anonymous_Gtid",
-        "Rotate",
-        "Stop",
-    }
-)
 
 
 def paragraphs(*texts: str) -> str:
@@ -140,7 +134,7 @@ def source(cfg: ConnectorConfig) -> Iterator[tuple[Connection, ServerInfo]]:
         try:
             info = server_info(conn, cfg.source.flavor)
             yield conn, info
-        except pymysql.err.MySQLError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate_error(exc, f"talking to {cfg.source.host}:{cfg.source.port}") from exc
     finally:
         with contextlib.suppress(Exception):
@@ -192,111 +186,9 @@ def size(n: int) -> str:
     return f"{n:,} bytes ({value:.1f} {units[unit]})"
 
 
-# -- reading the server's binlog state --------------------------------------------------------
-
-
-def _query(conn: Connection, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    except pymysql.err.MySQLError as exc:
-        raise translate_error(exc, sql.split(" (")[0]) from exc
-
-
-def binary_logs(conn: Connection) -> list[tuple[str, int]]:
-    """The server's binlog files with their sizes, oldest first."""
-    return [(str(row[0]), int(row[1])) for row in _query(conn, "SHOW BINARY LOGS")]
-
-
-def _event_at(conn: Connection, file: str, offset: int) -> str | None:
-    """The type of the event starting at `file:offset`; None at the end of the file. Raises
-    PositionError when no event starts there."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SHOW BINLOG EVENTS IN %s FROM {int(offset)} LIMIT 1", (file,))
-            row = cur.fetchone()
-    except pymysql.err.MySQLError as exc:
-        if exc.args and exc.args[0] == 1220:
-            raise PositionError(
-                f"no binlog event starts at {file}:{offset}",
-                hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}' (the Pos column of a "
-                "Gtid event, where a transaction starts)",
-            ) from None
-        raise translate_error(exc, "reading the binlog events") from exc
-    return None if row is None else str(row[2])
-
-
-def _mariadb_gtid_at(conn: Connection, file: str, offset: int) -> str:
-    rows = _query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, offset))
-    value = rows[0][0] if rows else None
-    if value is None:
-        raise PositionError(
-            f"the server cannot name the GTID position of {file}:{offset}",
-            hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}' where a Gtid event starts",
-        )
-    return str(MariadbGtidList.parse(str(value)))
-
-
-def position_at(conn: Connection, info: ServerInfo, file: str, offset: int) -> Position:
-    """The transaction boundary at `file:offset`, with the GTID state there when the server
-    resumes by GTID. Raises PositionError when the file is gone or no transaction starts
-    there."""
-    logs = binary_logs(conn)
-    sizes = dict(logs)
-    if file not in sizes:
-        names = f"{logs[0][0]} to {logs[-1][0]}" if logs else "none"
-        raise PositionError(
-            f"{file} is not among the server's binlogs ({names})",
-            hint="it was purged or never existed; see SHOW BINARY LOGS",
-        )
-    if offset < 4 or offset > sizes[file]:
-        raise PositionError(
-            f"offset {offset} is outside {file} (4 to {sizes[file]})",
-            hint=f"pick an offset from SHOW BINLOG EVENTS IN '{file}'",
-        )
-    event = _event_at(conn, file, offset)
-    if event is not None and event not in _BOUNDARY_EVENTS:
-        raise PositionError(
-            f"{file}:{offset} is inside a transaction (a {event} event starts there)",
-            hint=f"pick the offset of a Gtid event from SHOW BINLOG EVENTS IN '{file}'; "
-            "resuming mid-transaction would lose its first rows",
-        )
-    if info.flavor == "mariadb":
-        # MariaDB streams only by GTID: the file position is translated into the GTID state
-        # there (the library would ignore file and offset).
-        return Position("mariadb", _mariadb_gtid_at(conn, file, offset), file, offset)
-    if info.gtid_mode:
-        raise PositionError(
-            "this MySQL server has GTIDs on, and the connector resumes it by GTID set, which "
-            "cannot be derived from a file offset",
-            hint="give the executed set instead: `cdc position set --gtid '<uuid>:1-N,...'`",
-        )
-    return Position("mysql", "", file, offset)
-
-
-def earliest_position(conn: Connection, info: ServerInfo) -> Position:
-    """The start of the oldest binlog the server still has."""
-    logs = binary_logs(conn)
-    if not logs:
-        raise PositionError(
-            "the server lists no binlogs",
-            hint="enable log_bin on the source server",
-        )
-    oldest = logs[0][0]
-    if info.flavor == "mariadb":
-        # The GTID state at the start of the oldest file (its Gtid_list event).
-        return Position("mariadb", _mariadb_gtid_at(conn, oldest, 4), oldest, 4)
-    if info.gtid_mode:
-        # Resuming with the purged set asks for every transaction the server still has.
-        purged = str(_query(conn, "SELECT @@GLOBAL.gtid_purged")[0][0] or "")
-        return Position("mysql", str(MysqlGtidSet.parse(purged)), oldest, 4)
-    return Position("mysql", "", oldest, 4)
-
-
 def validate(conn: Connection, info: ServerInfo, position: Position) -> None:
     """Raise PositionError unless the server can stream from `position`."""
-    check = prereq.check_position(conn, info, position)
+    check = positions.check_position(conn, info, position)
     if not check.ok and check.fatal:
         raise PositionError(check.detail, hint=check.fix or None)
     if not check.ok:
@@ -527,7 +419,7 @@ def show(config: ConfigOption, json: JsonOption = False) -> None:
             }
             if checkpoint is not None and checkpoint.position.flavor == info.flavor:
                 behind = measure_behind(checkpoint, now, binary_logs(conn), time.time())
-                resumable = prereq.check_position(conn, info, checkpoint.position)
+                resumable = positions.check_position(conn, info, checkpoint.position)
     except CdcError as exc:
         error = exc
     if json:

@@ -43,9 +43,11 @@ from cdc.model.events import Begin, Commit, Heartbeat, RowChange, TableSchema
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.model.position import Position
 from cdc.sink.elastic import BulkItem, ElasticSink, Interrupted, ItemResult, rejection_error
-from cdc.source.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
+from cdc.source.binlog import BinlogSource
 from cdc.source.handoff import Failed, Reader
-from cdc.source.prereq import check_position, check_source, require
+from cdc.source.mysql import ServerInfo, connect, current_position, server_info
+from cdc.source.positions import check_position
+from cdc.source.prereq import check_source, require
 from cdc.source.rows import RowReader
 from cdc.state.dlq import DeadLetter, DeadLetterQueue
 from cdc.transform.mapping import Mapper

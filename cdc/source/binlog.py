@@ -1,4 +1,4 @@
-"""The binlog source: the only module that talks to MySQL/MariaDB.
+"""The binlog stream: committed row changes of the mapped tables, from one start position.
 
 It wraps python-mysql-replication's `BinLogStreamReader` and turns its events into
 `Begin` / `RowChange` / `Commit` (see `cdc.model.events`). Three traps of the library are
@@ -16,11 +16,8 @@ handled here:
 from __future__ import annotations
 
 import logging
-import re
 import socket
-import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pymysql
@@ -41,11 +38,11 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc.config import SourceConfig, TableMapping
-from cdc.errors import CdcError, PositionError, SourceUnavailable
+from cdc.errors import PositionError, SourceUnavailable
 from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.model.position import Flavor, Position
-from cdc.source import rowdecode, tablemaps
+from cdc.source import mysql, rowdecode, tablemaps
 
 log = logging.getLogger(__name__)
 
@@ -87,118 +84,6 @@ _TEXT_TYPES = {
     FIELD_TYPE.LONG_BLOB,
     FIELD_TYPE.BLOB,
 }
-# PyMySQL error codes meaning "the link is gone" rather than "the request is wrong".
-_CONNECTION_ERRORS = {2003, 2006, 2013, 2055, 1053, 1927, 1152, 1159, 1161}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """Identity and binlog state of the source server."""
-
-    flavor: Flavor
-    version: str
-    server_id: int
-    server_uuid: str | None
-    gtid_mode: bool
-
-    @property
-    def identity(self) -> str:
-        return self.server_uuid or f"server_id={self.server_id}"
-
-
-def translate_error(exc: BaseException, what: str) -> CdcError:
-    """Map a PyMySQL/socket error to the connector's hierarchy."""
-    if isinstance(exc, CdcError):
-        return exc
-    if isinstance(exc, pymysql.err.OperationalError):
-        code = exc.args[0] if exc.args else 0
-        message = exc.args[1] if len(exc.args) > 1 else str(exc)
-        if code == 1045:
-            return CdcError(
-                f"{what}: access denied: {message}",
-                hint="check source.user and source.password",
-            )
-        if code == 1236:
-            return PositionError(
-                f"{what}: the server cannot stream from the requested position: {message}",
-                hint="the binlogs holding it were purged or the GTID is unknown; run "
-                "`cdc position reset --to now` and re-snapshot the tables",
-            )
-        if code in _CONNECTION_ERRORS or code >= 2000:
-            return SourceUnavailable(f"{what}: {message} (error {code})")
-        return CdcError(f"{what}: {message} (error {code})")
-    if isinstance(exc, pymysql.err.InterfaceError | OSError | struct.error | EOFError):
-        return SourceUnavailable(f"{what}: connection lost ({exc or type(exc).__name__})")
-    if isinstance(exc, pymysql.err.MySQLError):
-        return CdcError(f"{what}: {exc}")
-    return SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def connect(cfg: SourceConfig, **extra: Any) -> pymysql.connections.Connection[Any]:
-    """A plain PyMySQL connection with the configured timeouts; raises CdcError types."""
-    try:
-        return pymysql.connect(
-            host=cfg.host,
-            port=cfg.port,
-            user=cfg.user,
-            password=cfg.password,
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.read_timeout,
-            write_timeout=cfg.read_timeout,
-            charset="utf8mb4",
-            autocommit=True,
-            **extra,
-        )
-    except Exception as exc:
-        raise translate_error(exc, f"connecting to {cfg.host}:{cfg.port}") from exc
-
-
-def _variables(conn: pymysql.connections.Connection[Any], names: Sequence[str]) -> dict[str, str]:
-    with conn.cursor() as cur:
-        placeholders = ",".join(["%s"] * len(names))
-        cur.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", list(names))
-        return {str(k).lower(): str(v) for k, v in cur.fetchall()}
-
-
-def server_info(conn: pymysql.connections.Connection[Any], flavor: str = "auto") -> ServerInfo:
-    """Read the flavor, version, ids and GTID mode of the connected server."""
-    v = _variables(conn, ["version", "server_id", "server_uuid", "gtid_mode"])
-    version = v.get("version", "")
-    detected: Flavor = "mariadb" if "mariadb" in version.lower() else "mysql"
-    actual: Flavor = detected if flavor == "auto" else flavor  # type: ignore[assignment]
-    gtid_mode = actual == "mariadb" or v.get("gtid_mode", "OFF").upper() == "ON"
-    return ServerInfo(
-        flavor=actual,
-        version=version,
-        server_id=int(v.get("server_id", "0") or 0),
-        server_uuid=v.get("server_uuid"),
-        gtid_mode=gtid_mode,
-    )
-
-
-def current_position(conn: pymysql.connections.Connection[Any], info: ServerInfo) -> Position:
-    """The server's position now: what a connector starting "from now" resumes after."""
-    with conn.cursor() as cur:
-        try:
-            cur.execute("SHOW BINARY LOG STATUS")
-        except pymysql.err.ProgrammingError:
-            cur.execute("SHOW MASTER STATUS")
-        row = cur.fetchone()
-        if row is None:
-            raise CdcError(
-                "binary logging is disabled on the source server",
-                hint="start the server with log_bin enabled (and binlog_format=ROW)",
-            )
-        file, offset = str(row[0]), int(row[1])
-        if info.flavor == "mariadb":
-            cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
-            gtid = str(MariadbGtidList.parse(str(cur.fetchone()[0] or "")))
-        elif info.gtid_mode:
-            cur.execute("SELECT @@GLOBAL.gtid_executed")
-            gtid = str(MysqlGtidSet.parse(str(cur.fetchone()[0] or "")))
-        else:
-            gtid = ""
-    return Position(flavor=info.flavor, gtid=gtid, file=file, offset=offset)
 
 
 def _column_key(column: Any) -> tuple[Any, ...]:
@@ -233,44 +118,24 @@ def _kind(col: Any) -> Kind:
 
 
 class _JsonColumns:
-    """MariaDB stores JSON as LONGTEXT with a `json_valid` CHECK; find those columns once."""
-
-    _CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
+    """MariaDB stores JSON as LONGTEXT with a `json_valid` CHECK; find those columns once per
+    table (until a DDL statement says they may have changed)."""
 
     def __init__(self, cfg: SourceConfig) -> None:
-        self._cfg = cfg
+        self._session = mysql.Session(cfg)
         self._cache: dict[tuple[str, str], frozenset[str]] = {}
-        self._conn: pymysql.connections.Connection[Any] | None = None
 
     def get(self, schema: str, table: str) -> frozenset[str]:
         key = (schema, table)
         if key not in self._cache:
-            if self._conn is None:
-                self._conn = connect(self._cfg)
-            try:
-                with self._conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                        "WHERE CONSTRAINT_SCHEMA=%s AND TABLE_NAME=%s",
-                        (schema, table),
-                    )
-                    found = {m for (clause,) in cur.fetchall() for m in self._CHECK.findall(clause)}
-            except Exception as exc:
-                self.close()
-                raise translate_error(exc, "reading JSON column definitions") from exc
-            self._cache[key] = frozenset(found)
+            self._cache[key] = self._session.run(mysql.json_columns, schema, table)
         return self._cache[key]
 
     def forget(self) -> None:
         self._cache.clear()
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                log.debug("closing the schema connection failed", exc_info=True)
-            self._conn = None
+        self._session.close()
 
 
 class _GtidTracker:
@@ -304,7 +169,7 @@ class BinlogSource:
         cfg: SourceConfig,
         mappings: Sequence[TableMapping],
         start: Position,
-        info: ServerInfo,
+        info: mysql.ServerInfo,
     ) -> None:
         self._cfg = cfg
         self._mappings = list(mappings)
@@ -337,8 +202,8 @@ class BinlogSource:
                     raise SourceUnavailable("the binlog stream connection was lost")
             try:
                 conn = pymysql.connect(**settings)
-            except Exception as exc:
-                raise translate_error(
+            except mysql.DRIVER_ERRORS as exc:
+                raise mysql.translate_error(
                     exc, f"connecting to {self._cfg.host}:{self._cfg.port}"
                 ) from exc
             if is_stream:
@@ -375,18 +240,8 @@ class BinlogSource:
         return result
 
     def _open(self) -> BinLogStreamReader:
-        settings = {
-            "host": self._cfg.host,
-            "port": self._cfg.port,
-            "user": self._cfg.user,
-            "password": self._cfg.password,
-            "connect_timeout": self._cfg.connect_timeout,
-            "read_timeout": self._cfg.read_timeout,
-            "write_timeout": self._cfg.read_timeout,
-            "charset": "utf8mb4",
-        }
         kwargs: dict[str, Any] = {
-            "connection_settings": settings,
+            "connection_settings": mysql.connection_settings(self._cfg),
             "server_id": self._cfg.server_id,
             "blocking": True,
             "resume_stream": True,
@@ -496,10 +351,8 @@ class BinlogSource:
             while True:
                 try:
                     event = reader.fetchone()
-                except CdcError:
-                    raise
-                except Exception as exc:
-                    raise translate_error(exc, "reading the binlog") from exc
+                except mysql.DRIVER_ERRORS as exc:
+                    raise mysql.translate_error(exc, "reading the binlog") from exc
                 if event is None:
                     raise SourceUnavailable("the server ended the binlog stream")
                 self.events_read += 1

@@ -1,14 +1,14 @@
 """Prerequisite checks of the source server, run before streaming and by `cdc check`.
 
 `check_source` inspects the server's settings and the connected user's privileges and returns
-one `Check` per prerequisite; `check_position` says whether a stored position can still be
-streamed from (not purged, not from another server's history). `require` turns the fatal
-failures among them into one exception whose message is a single paragraph naming every
-problem and its fix, so the operator fixes everything in one round instead of one per restart.
+one `Check` per prerequisite (`cdc.source.positions.check_position` adds the one about the
+stored position). `require` turns the fatal failures among them into one exception whose
+message is a single paragraph naming every problem and its fix, so the operator fixes
+everything in one round instead of one per restart.
 
-Each check only reads: it runs SHOW statements and reads global variables, nothing else.
-A lost connection while checking raises `SourceUnavailable` (transient); everything the
-server says about itself becomes a `Check`.
+Each check only reads (global variables and grants, through `cdc.source.mysql`). A lost
+connection while checking raises `SourceUnavailable` (transient); everything the server says
+about itself becomes a `Check`.
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import pymysql
 
 from cdc.errors import PositionError, PrerequisiteError
-from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.model.position import Position
-from cdc.source.binlog import ServerInfo, translate_error
+from cdc.source import mysql
+from cdc.source.mysql import Connection, ServerInfo
 
 log = logging.getLogger(__name__)
 
 POSITION_CHECK = "position"
 """The `Check.name` of `check_position`; `require` raises `PositionError` for it."""
 
-_RESET_FIX = "run `cdc position reset --to now` and re-snapshot the tables (`cdc snapshot --all`)"
+RESET_FIX = "run `cdc position reset --to now` and re-snapshot the tables (`cdc snapshot --all`)"
+"""The way out of an unusable position."""
 _CONFIG_FILE = "in the [mysqld] section of the server config file so it survives a restart"
 _NEW_SESSIONS = "connections already open keep the old value until they reconnect"
 
@@ -45,11 +42,7 @@ _VARIABLES = (
     "gtid_mode",
     "enforce_gtid_consistency",
     "gtid_executed",
-    "gtid_purged",
     "gtid_binlog_pos",
-    "gtid_binlog_state",
-    "binlog_expire_logs_seconds",
-    "expire_logs_days",
 )
 
 
@@ -67,40 +60,6 @@ class Check:
     detail: str
     fix: str | None
     fatal: bool = True
-
-
-# -- reading the server ------------------------------------------------------------------------
-
-
-def _rows(
-    conn: pymysql.connections.Connection[Any], sql: str, params: Sequence[Any] | None = None
-) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return [tuple(row) for row in cur.fetchall()]
-
-
-def _variables(conn: pymysql.connections.Connection[Any]) -> dict[str, str]:
-    """The global variables the checks need; a variable the server lacks is absent."""
-    placeholders = ",".join(["%s"] * len(_VARIABLES))
-    rows = _rows(conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", _VARIABLES)
-    return {str(name).lower(): "" if value is None else str(value) for name, value in rows}
-
-
-def _binary_logs(conn: pymysql.connections.Connection[Any]) -> list[tuple[str, int]]:
-    """(name, size) of every binlog the server still has, oldest first."""
-    return [(str(row[0]), int(row[1])) for row in _rows(conn, "SHOW BINARY LOGS")]
-
-
-def _current_user(conn: pymysql.connections.Connection[Any]) -> str:
-    """The account as a GRANT statement names it, e.g. `'cdc'@'%'`."""
-    rows = _rows(conn, "SELECT CURRENT_USER()")
-    user, _, host = str(rows[0][0]).rpartition("@")
-    return f"'{_sql_quote(user)}'@'{_sql_quote(host)}'"
-
-
-def _sql_quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "''")
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -218,7 +177,7 @@ def _check_compression(info: ServerInfo, v: dict[str, str]) -> Check:
         return Check("binlog_compression", True, f"{name} is {value}", None)
     fix = (
         f"{_set_global(name, 'OFF', per_session=per_session)}; binlogs written while it was ON "
-        f"stay unreadable, so if the stored position lies in them, {_RESET_FIX}"
+        f"stay unreadable, so if the stored position lies in them, {RESET_FIX}"
     )
     return Check(
         "binlog_compression",
@@ -356,20 +315,6 @@ def _parse_grants(lines: Iterable[str]) -> list[_Grant]:
     return grants
 
 
-def _grant_lines(conn: pymysql.connections.Connection[Any], info: ServerInfo) -> list[str]:
-    """SHOW GRANTS of the connected user including the roles active in this session."""
-    if info.flavor == "mariadb":
-        # MariaDB's plain SHOW GRANTS adds the privileges of the current role.
-        return [str(row[0]) for row in _rows(conn, "SHOW GRANTS")]
-    roles = str(_rows(conn, "SELECT CURRENT_ROLE()")[0][0] or "NONE")
-    sql = "SHOW GRANTS FOR CURRENT_USER()"
-    if roles.upper() != "NONE":
-        # MySQL lists a role's privileges only when asked USING it; CURRENT_ROLE() prints the
-        # active roles already quoted as that clause wants them.
-        sql += f" USING {roles}"
-    return [str(row[0]) for row in _rows(conn, sql)]
-
-
 def _like(pattern: str) -> re.Pattern[str]:
     """A database name in a grant is a LIKE pattern: `_` and `%` are wildcards, `\\` escapes."""
     out = []
@@ -466,9 +411,7 @@ def _check_select(grants: Sequence[_Grant], schemas: Sequence[str], user: str) -
     )
 
 
-def check_source(
-    conn: pymysql.connections.Connection[Any], info: ServerInfo, schemas: Sequence[str]
-) -> list[Check]:
+def check_source(conn: Connection, info: ServerInfo, schemas: Sequence[str]) -> list[Check]:
     """Check the source server's settings and the connected user's privileges.
 
     Returns, in this order: server_version, log_bin, binlog_format, binlog_row_image,
@@ -476,12 +419,10 @@ def check_source(
     replication_privileges, select_privilege (SELECT in each of `schemas`, globally or per
     schema). A lost connection raises `SourceUnavailable`; other server errors `CdcError`.
     """
-    try:
-        v = _variables(conn)
-        user = _current_user(conn)
-        grants = _parse_grants(_grant_lines(conn, info))
-    except pymysql.err.MySQLError as exc:
-        raise translate_error(exc, "checking the source server") from exc
+    what = "checking the source server"
+    v = mysql.variables(conn, _VARIABLES, what)
+    user = mysql.current_user(conn, what)
+    grants = _parse_grants(mysql.grant_lines(conn, info, what))
     checks = [
         _check_version(info),
         _check_log_bin(info, v),
@@ -507,296 +448,6 @@ def check_source(
     checks.append(_check_replication_privileges(info, grants, user))
     checks.append(_check_select(grants, schemas, user))
     return checks
-
-
-# -- position ----------------------------------------------------------------------------------
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.3g} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} hours"
-    return f"{seconds:.0f} seconds"
-
-
-def _expiry(v: dict[str, str]) -> str:
-    seconds = int(float(v.get("binlog_expire_logs_seconds") or 0))
-    days = float(v.get("expire_logs_days") or 0)
-    if seconds > 0:
-        return f"binlogs expire after {_duration(seconds)} (binlog_expire_logs_seconds)"
-    if days > 0:
-        return f"binlogs expire after {_duration(days * 86400)} (expire_logs_days)"
-    return "binlogs never expire by age (binlog_expire_logs_seconds is 0)"
-
-
-def _horizon(v: dict[str, str], logs: Sequence[tuple[str, int]]) -> str:
-    """How long the server keeps binlogs, for the operator to compare with possible outages."""
-    if not logs:
-        return "the server lists no binlogs"
-    total = sum(size for _, size in logs)
-    files = "1 binlog" if len(logs) == 1 else f"{len(logs)} binlogs"
-    return f"the server keeps {files} ({_size(total)}, oldest {logs[0][0]}); {_expiry(v)}"
-
-
-def _purged(v: dict[str, str]) -> str:
-    return f"those changes can never be streamed; {_expiry(v)}"
-
-
-_PURGED_FIX = (
-    f"{_RESET_FIX}; to keep it from happening again, keep binlogs longer than the connector may "
-    "ever be stopped (binlog_expire_logs_seconds)"
-)
-
-
-def _binlog_number(name: str) -> tuple[str, int] | None:
-    base, dot, number = name.rpartition(".")
-    return (base, int(number)) if dot and number.isdigit() else None
-
-
-def _position_check(ok: bool, detail: str, fix: str | None = None) -> Check:
-    return Check(POSITION_CHECK, ok, detail, None if ok else fix)
-
-
-def _mariadb_entries(text: str) -> list[tuple[int, int, int]]:
-    """(domain, server, seq) of a MariaDB GTID state, which may hold several servers per
-    domain (unlike a position)."""
-    entries = []
-    for item in re.findall(r"\d+-\d+-\d+", text):
-        gtid = MariadbGtidList.parse(item)
-        domain = gtid.domains()[0]
-        server, seq = gtid.get(domain) or (0, 0)
-        entries.append((domain, server, seq))
-    return entries
-
-
-def _oldest_gtid_list(conn: pymysql.connections.Connection[Any], oldest: str) -> str | None:
-    """The Gtid_list event of a MariaDB binlog: the GTID state when the file was started."""
-    rows = _rows(conn, "SHOW BINLOG EVENTS IN %s LIMIT 5", (oldest,))
-    for row in rows:
-        if str(row[2]) == "Gtid_list":
-            return str(row[5]).strip().strip("[]")
-    return None
-
-
-def _check_mariadb_position(conn: pymysql.connections.Connection[Any], position: Position) -> Check:
-    wanted = MariadbGtidList.parse(position.gtid)
-    v = _variables(conn)
-    logs = _binary_logs(conn)
-    horizon = _horizon(v, logs)
-    state = _mariadb_entries(v.get("gtid_binlog_state", ""))
-    last_by_server = {(d, s): seq for d, s, seq in state}
-    last_by_domain: dict[int, int] = {}
-    for d, _, seq in state:
-        last_by_domain[d] = max(seq, last_by_domain.get(d, 0))
-
-    unknown = []
-    for domain in wanted.domains():
-        server, seq = wanted.get(domain) or (0, 0)
-        last = last_by_server.get((domain, server))
-        if last is None or seq > last:
-            unknown.append(f"{domain}-{server}-{seq}")
-    if unknown:
-        return _position_check(
-            False,
-            f"position {position.describe()} is unknown to this server: its binlogs never held "
-            f"{', '.join(unknown)} (gtid_binlog_state is "
-            f"{v.get('gtid_binlog_state') or 'empty'}); the position was taken on another "
-            "server, or this server's binlog history was reset or has diverged",
-            "check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-
-    start_text = _oldest_gtid_list(conn, logs[0][0]) if logs else None
-    if start_text is None:
-        return Check(
-            POSITION_CHECK,
-            False,
-            f"cannot tell whether position {position.describe()} was purged: the oldest "
-            f"binlog has no Gtid_list event in its first events; {horizon}",
-            "if streaming then fails with error 1236, " + _RESET_FIX,
-            fatal=False,
-        )
-    start: dict[int, int] = {}
-    for d, _, seq in _mariadb_entries(start_text):
-        start[d] = max(seq, start.get(d, 0))
-    gone = []
-    for domain, first_kept in sorted(start.items()):
-        applied = (wanted.get(domain) or (0, 0))[1]
-        if applied < first_kept:
-            gone.append(f"domain {domain} seq {applied + 1} to {first_kept}")
-    if gone:
-        return _position_check(
-            False,
-            f"position {position.describe()} was purged: the server no longer has the "
-            f"transactions after it ({'; '.join(gone)}); the oldest binlog, {logs[0][0]}, "
-            f"starts after {start_text or 'nothing'}; {_purged(v)}",
-            _PURGED_FIX,
-        )
-    behind = sum(
-        last - (wanted.get(domain) or (0, 0))[1] for domain, last in last_by_domain.items()
-    )
-    return _position_check(
-        True,
-        f"position {position.describe()} is still in the binlogs, {behind} transactions "
-        f"behind the server; {horizon}",
-    )
-
-
-def _check_mysql_gtid_position(
-    conn: pymysql.connections.Connection[Any], position: Position, v: dict[str, str]
-) -> Check:
-    wanted = MysqlGtidSet.parse(position.gtid)
-    executed = MysqlGtidSet.parse(v.get("gtid_executed", ""))
-    purged = MysqlGtidSet.parse(v.get("gtid_purged", ""))
-    logs = _binary_logs(conn)
-    horizon = _horizon(v, logs)
-    extra = wanted.difference(executed)
-    if extra:
-        return _position_check(
-            False,
-            f"position {_shorten(position.describe())} holds transactions this server never "
-            f"executed ({_shorten(str(extra))}); the position was taken on another server, or "
-            "this server's history was reset or has diverged",
-            "check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-    unread = executed.difference(wanted)
-    gone = unread.intersection(purged)
-    if gone:
-        oldest = logs[0][0] if logs else "none"
-        return _position_check(
-            False,
-            f"position {_shorten(position.describe())} was purged: the server no longer has "
-            f"transactions the connector has not read yet ({_shorten(str(gone))}, "
-            f"{gone.count()} in all; oldest binlog {oldest}); {_purged(v)}",
-            _PURGED_FIX,
-        )
-    return _position_check(
-        True,
-        f"position {_shorten(position.describe())} is still in the binlogs, "
-        f"{unread.count()} transactions behind the server; {horizon}",
-    )
-
-
-def _check_file_position(
-    conn: pymysql.connections.Connection[Any], position: Position, v: dict[str, str]
-) -> Check:
-    logs = _binary_logs(conn)
-    horizon = _horizon(v, logs)
-    if not position.file or position.offset is None:
-        return _position_check(
-            False,
-            f"position {position.describe()} names neither a GTID set nor a binlog file and offset",
-            _RESET_FIX,
-        )
-    if not logs:
-        return _position_check(False, "the server lists no binlogs", _RESET_FIX)
-    sizes = dict(logs)
-    span = f"the server has {logs[0][0]} to {logs[-1][0]}"
-    number = _binlog_number(position.file)
-    first, last = _binlog_number(logs[0][0]), _binlog_number(logs[-1][0])
-    if number is None or first is None or last is None or number[0] != first[0]:
-        return _position_check(
-            False,
-            f"binlog {position.file} of position {position.describe()} is not one of this "
-            f"server's binlogs ({span}); the position was taken on another server",
-            f"check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-    # Compare numbers, not names: bin.9 comes before bin.10.
-    if number[1] < first[1]:
-        return _position_check(
-            False,
-            f"position {position.describe()} was purged: binlog {position.file} is gone and "
-            f"the oldest binlog is {logs[0][0]}; {_purged(v)}",
-            _PURGED_FIX,
-        )
-    if number[1] > last[1]:
-        return _position_check(
-            False,
-            f"position {position.describe()} is unknown to this server: binlog "
-            f"{position.file} is newer than its newest binlog ({span}); the position was "
-            "taken on another server or the binlogs were reset",
-            f"check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-    if position.file not in sizes:
-        return _position_check(
-            False,
-            f"binlog {position.file} of position {position.describe()} is missing although "
-            f"older and newer binlogs exist ({span}); it was deleted by hand",
-            _RESET_FIX,
-        )
-    if position.offset > sizes[position.file]:
-        return _position_check(
-            False,
-            f"position {position.describe()} lies beyond the end of {position.file} "
-            f"({sizes[position.file]} bytes); the position was taken on another server",
-            f"check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-    return _position_check(True, f"position {position.describe()} is still there; {horizon}")
-
-
-def check_position(
-    conn: pymysql.connections.Connection[Any], info: ServerInfo, position: Position
-) -> Check:
-    """Can streaming resume from `position` on this server? One Check named "position".
-
-    MariaDB: every (domain, server) of the position must be in `gtid_binlog_state` with at
-    least its sequence number (else unknown), and no domain may be below where the oldest
-    binlog's Gtid_list starts (else purged); the binlog file is not looked at, the GTID wins.
-    MySQL with a GTID set: it must be a subset of `gtid_executed` (else unknown) and no
-    transaction after it may be in `gtid_purged` (else purged). MySQL without one: the file
-    must still be listed by SHOW BINARY LOGS. A passing check's detail reports how far behind
-    the position is and how long the server keeps binlogs. A lost connection raises
-    `SourceUnavailable`; any other error is a failed check.
-    """
-    if position.flavor != info.flavor:
-        return _position_check(
-            False,
-            f"position {position.describe()} was taken on a {position.flavor} server, but "
-            f"the source is {info.flavor}",
-            f"check that source.host names the server the position was taken from; if it "
-            f"does, {_RESET_FIX}",
-        )
-    try:
-        if info.flavor == "mariadb":
-            return _check_mariadb_position(conn, position)
-        v = _variables(conn)
-        if not position.gtid:
-            return _check_file_position(conn, position, v)
-        if v.get("gtid_mode", "OFF").upper() == "OFF":
-            return _position_check(
-                False,
-                f"position {_shorten(position.describe())} is a GTID set, but the server runs "
-                "with gtid_mode OFF and cannot stream from one",
-                "turn gtid_mode back on (see the gtid_mode check), or " + _RESET_FIX,
-            )
-        return _check_mysql_gtid_position(conn, position, v)
-    except pymysql.err.MySQLError as exc:
-        error = translate_error(exc, "checking the position")
-        if error.transient:
-            raise error from exc
-        return _position_check(
-            False, error.message, error.hint or "fix the failures `cdc check` reports"
-        )
-    except PositionError as exc:
-        return _position_check(False, exc.message, exc.hint or _RESET_FIX)
 
 
 def require(checks: Sequence[Check]) -> None:

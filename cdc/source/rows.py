@@ -38,12 +38,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pymysql
-
 from cdc.config import SourceConfig
 from cdc.errors import CdcError
 from cdc.model.events import Column, Kind, TableSchema
-from cdc.source.binlog import connect, translate_error
+from cdc.source import mysql
+from cdc.source.mysql import quote_name
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,6 @@ _TEXT_TYPES = frozenset(
     {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "binary", "varbinary"}
     | {"tinyblob", "blob", "mediumblob", "longblob"}
 )
-_JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 _QUOTED = re.compile(r"'((?:[^']|'')*)'")
 
 
@@ -125,11 +123,6 @@ class _Table:
         )
 
 
-def quote_name(name: str) -> str:
-    """A MySQL identifier in backticks."""
-    return "`" + name.replace("`", "``") + "`"
-
-
 class RowReader:
     """Reads rows of the source server over one ordinary connection (not the binlog stream).
 
@@ -137,11 +130,9 @@ class RowReader:
     until `forget()` (call it after DDL). Not thread-safe.
     """
 
-    def __init__(self, cfg: SourceConfig, flavor: str | None = None) -> None:
-        self._cfg = cfg
+    def __init__(self, cfg: SourceConfig) -> None:
+        self._session = mysql.Session(cfg)
         self._zone = ZoneInfo(cfg.time_zone)
-        self._flavor = flavor
-        self._conn: pymysql.connections.Connection[Any] | None = None
         self._tables: dict[tuple[str, str], _Table] = {}
 
     # -- public API ------------------------------------------------------------------------------
@@ -240,43 +231,11 @@ class RowReader:
         limit: int,
     ) -> tuple[list[dict[str, Any]], tuple[str, int]]:
         """`fetch_chunk` inside a consistent-snapshot transaction, with the binlog position
-        (file, offset) that snapshot corresponds to.
-
-        MariaDB reports the snapshot's exact position (`binlog_snapshot_file/position`). MySQL
-        has no such status, so the position is read just before the snapshot starts: it may be
-        a little earlier than the rows, and transactions in between are then applied again by
-        the stream after the chunk, which converges to the same documents.
-        """
+        (file, offset) that snapshot corresponds to (see `mysql.consistent_snapshot`)."""
         self._table(schema, table)
-        mariadb = self._server_flavor() == "mariadb"
-        position = None if mariadb else self._binlog_position()
-        self._query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", [], "starting a read")
-        try:
-            if mariadb:
-                status = dict(
-                    self._query(
-                        "SHOW STATUS LIKE 'binlog_snapshot_%%'", [], "reading the snapshot position"
-                    )
-                )
-                position = (
-                    str(status["Binlog_snapshot_file"]),
-                    int(status["Binlog_snapshot_position"]),
-                )
+        with mysql.consistent_snapshot(self._session) as position:
             rows = self.fetch_chunk(schema, table, key_columns, after, limit)
-        finally:
-            if self._conn is not None:
-                self._query("COMMIT", [], "ending a read")
-        assert position is not None
         return rows, position
-
-    def _binlog_position(self) -> tuple[str, int]:
-        try:
-            rows = self._query("SHOW BINARY LOG STATUS", [], "reading the binlog position")
-        except CdcError:
-            rows = self._query("SHOW MASTER STATUS", [], "reading the binlog position")
-        if not rows:
-            raise CdcError("binary logging is disabled on the source server")
-        return str(rows[0][0]), int(rows[0][1])
 
     def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None:
         """The primary key, else the first unique key whose columns are all NOT NULL, else
@@ -284,18 +243,7 @@ class RowReader:
         described = self._table(schema, table)
         if described.schema.primary_key:
             return described.schema.primary_key
-        rows = self._query(
-            "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s"
-            " JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA"
-            " AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME"
-            " WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0"
-            " ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
-            [schema, table],
-            "reading the unique keys of a table",
-        )
-        keys: dict[str, list[tuple[str, bool]]] = {}
-        for index, column, nullable in rows:
-            keys.setdefault(str(index), []).append((str(column), str(nullable) == "YES"))
+        keys = self._session.run(mysql.unique_keys, schema, table)
         for columns in keys.values():
             if not any(nullable for _, nullable in columns):
                 return tuple(name for name, _ in columns)
@@ -303,36 +251,18 @@ class RowReader:
 
     def list_tables(self) -> list[str]:
         """Every base table the user can see, as `schema.table` (system schemas left out)."""
-        rows = self._query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-            " WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN"
-            " ('mysql', 'information_schema', 'performance_schema', 'sys')",
-            [],
-            "listing tables",
-        )
-        return sorted(f"{schema}.{table}" for schema, table in rows)
+        return self._session.run(mysql.base_tables)
 
     def estimate_rows(self, schema: str, table: str) -> int:
         """The server's estimate of the table's row count (cheap; exact for MyISAM)."""
-        rows = self._query(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES"
-            " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-            [schema, table],
-            "estimating the size of a table",
-        )
-        return int(rows[0][0] or 0) if rows else 0
+        return self._session.run(mysql.estimated_rows, schema, table)
 
     def forget(self) -> None:
         """Drop cached table descriptions (after DDL)."""
         self._tables.clear()
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                log.debug("closing the row reader's connection failed", exc_info=True)
+        self._session.close()
 
     def __enter__(self) -> RowReader:
         return self
@@ -343,24 +273,7 @@ class RowReader:
     # -- connection --------------------------------------------------------------------------------
 
     def _query(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
-        try:
-            if self._conn is None:
-                # TIMESTAMP values then come back in UTC, as the binlog holds them.
-                self._conn = connect(self._cfg, init_command="SET time_zone = '+00:00'")
-            with self._conn.cursor() as cur:
-                cur.execute(sql, list(params))
-                return list(cur.fetchall())
-        except Exception as exc:
-            error = translate_error(exc, f"{what} from {self._cfg.host}:{self._cfg.port}")
-            if error.transient:
-                self.close()
-            raise error from exc
-
-    def _server_flavor(self) -> str:
-        if self._flavor is None:
-            rows = self._query("SELECT VERSION()", [], "reading the server version")
-            self._flavor = "mariadb" if "mariadb" in str(rows[0][0]).lower() else "mysql"
-        return self._flavor
+        return self._session.query(sql, params, what)
 
     # -- table descriptions ------------------------------------------------------------------------
 
@@ -368,16 +281,10 @@ class RowReader:
         cached = self._tables.get((schema, table))
         if cached is not None:
             return cached
-        rows = self._query(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, "
-            "NUMERIC_PRECISION, CHARACTER_OCTET_LENGTH FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-            [schema, table],
-            "reading the columns of a table",
-        )
+        rows = self._session.run(mysql.column_definitions, schema, table)
         if not rows:
             raise CdcError(
-                f"table {schema}.{table} does not exist on {self._cfg.host}:{self._cfg.port} "
+                f"table {schema}.{table} does not exist on {self._session.address} "
                 "(or the user may not SELECT from it)",
                 hint="check the table name, and grant SELECT on it to source.user",
             )
@@ -402,15 +309,9 @@ class RowReader:
     def _mariadb_json_columns(self, schema: str, table: str) -> frozenset[str]:
         """MariaDB's JSON is LONGTEXT with a `json_valid` CHECK; the binlog source reads these
         columns as JSON, so they are JSON here too."""
-        if self._server_flavor() != "mariadb":
+        if self._session.info().flavor != "mariadb":
             return frozenset()
-        rows = self._query(
-            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-            "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-            [schema, table],
-            "reading JSON column definitions",
-        )
-        return frozenset(name for (clause,) in rows for name in _JSON_CHECK.findall(str(clause)))
+        return self._session.run(mysql.json_columns, schema, table)
 
     def _decoder(self, info: _ColumnInfo) -> Callable[[Any], Any]:
         kind = info.column.kind

@@ -13,7 +13,8 @@ from rig import MariaDB, Osmem
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import SourceUnavailable
 from cdc.model.events import Begin, Commit, Heartbeat, RowChange
-from cdc.source.binlog import BinlogSource, connect, current_position, server_info
+from cdc.source.binlog import BinlogSource
+from cdc.source.mysql import connect, current_position, server_info
 
 
 def _source_config(mariadb: MariaDB, server_id: int = 901) -> SourceConfig:

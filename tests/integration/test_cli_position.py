@@ -23,12 +23,13 @@ from rig import MariaDB, Osmem
 from typer.testing import CliRunner, Result
 
 from cdc.cli import app, make_store
-from cdc.cli.position import Behind, earliest_position, measure_behind, position_at
+from cdc.cli.position import Behind, measure_behind
 from cdc.config import load_config
 from cdc.errors import PositionError
 from cdc.model.checkpoint import Checkpoint, initial_counter
 from cdc.model.position import Position
-from cdc.source.binlog import ServerInfo
+from cdc.source.mysql import ServerInfo
+from cdc.source.positions import earliest_position, position_at
 
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 UUID_B = "4d22eb58-82db-22f2-0f44-d91bb953a673"

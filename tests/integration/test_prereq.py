@@ -18,8 +18,10 @@ from cdc.config import SourceConfig, TableMapping
 from cdc.errors import PositionError, PrerequisiteError
 from cdc.model.events import Heartbeat
 from cdc.model.position import Position
-from cdc.source.binlog import BinlogSource, ServerInfo, connect, current_position, server_info
-from cdc.source.prereq import Check, check_position, check_source, require
+from cdc.source.binlog import BinlogSource
+from cdc.source.mysql import ServerInfo, connect, current_position, server_info
+from cdc.source.positions import check_position
+from cdc.source.prereq import Check, check_source, require
 
 MakeMariaDB = Callable[..., MariaDB]
 

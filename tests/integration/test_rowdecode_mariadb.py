@@ -26,7 +26,7 @@ from rig import MariaDB
 
 from cdc.config import SourceConfig
 from cdc.source import rowdecode
-from cdc.source.binlog import connect, current_position, server_info
+from cdc.source.mysql import connect, current_position, server_info
 
 TABLE = "everything"
 COLUMNS: dict[str, str] = {

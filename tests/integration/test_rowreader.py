@@ -14,7 +14,8 @@ from rig import MariaDB, free_port
 from cdc.config import SourceConfig, TableMapping
 from cdc.errors import CdcError, SourceUnavailable
 from cdc.model.events import Heartbeat, RowChange
-from cdc.source.binlog import BinlogSource, connect, current_position, server_info
+from cdc.source.binlog import BinlogSource
+from cdc.source.mysql import connect, current_position, server_info
 from cdc.source.rows import RowReader
 from cdc.transform.mapping import Mapper
 

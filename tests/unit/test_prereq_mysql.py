@@ -11,8 +11,9 @@ import pytest
 
 from cdc.errors import PositionError, PrerequisiteError, SourceUnavailable
 from cdc.model.position import Position
-from cdc.source.binlog import ServerInfo
-from cdc.source.prereq import Check, check_position, check_source, require
+from cdc.source.mysql import ServerInfo
+from cdc.source.positions import check_position
+from cdc.source.prereq import Check, check_source, require
 
 U = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 V = "b7a5e3c2-0000-11ee-8000-0242ac120002"
