@@ -1,0 +1,408 @@
+"""What a valid connector config is: the pydantic models and their validators.
+
+`ConnectorConfig` is the root. `load_config` (in `cdc.config.loading`) validates the parsed,
+expanded file against it as the last of its four steps. Every model forbids unknown fields and
+is frozen. Relative file paths in fields (`sink.tls.*`) are resolved against the directory of
+the config file, which `load_config` passes as `base_dir` in the validation context.
+
+The validators only say what is wrong ("must be ..."); `cdc.config.problems` turns each
+validation error into the operator's one-line message with file, line and field path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _blank_to_none(value: Any) -> Any:
+    # `api_key: ${ES_API_KEY:-}` must mean "not set", not "an empty key".
+    return None if value == "" else value
+
+
+def _readable_file(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None:
+        return None
+    given = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    path = Path(os.path.abspath(Path(base) / given if base is not None else given))
+    # Show where a relative path was looked for; an absolute one is already in "(got ...)".
+    shown = "" if given.is_absolute() else f": {path}"
+    if not path.exists():
+        raise ValueError(f"no such file{shown}")
+    if not path.is_file():
+        raise ValueError(f"not a regular file{shown}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"file is not readable{shown}")
+    return str(path)
+
+
+class SourceConfig(_Model):
+    """The MySQL or MariaDB server to replicate from."""
+
+    host: str = "127.0.0.1"
+    """Host name or address of the server."""
+    port: int = Field(3306, ge=1, le=65535)
+    """TCP port."""
+    user: str
+    """User with REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges."""
+    password: str = ""
+    """Password (use `${ENV}` to keep it out of the file)."""
+    server_id: int = Field(ge=1, le=4294967295)
+    """Replica server id; unique among every replica of this server."""
+    flavor: Literal["auto", "mysql", "mariadb"] = "auto"
+    """Server flavor; `auto` asks the server."""
+    connect_timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for a connection."""
+    read_timeout: float = Field(30.0, gt=0)
+    """Seconds without any byte (events or heartbeats) before the stream is considered dead."""
+    heartbeat_interval: float = Field(5.0, gt=0)
+    """Seconds between replication heartbeats the server sends while idle."""
+    time_zone: str = "UTC"
+    """Time zone of naive DATETIME values (IANA name, e.g. `Europe/Berlin`)."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as `UTC`") from None
+        return value
+
+    @field_validator("heartbeat_interval")
+    @classmethod
+    def _heartbeat_below_timeout(cls, value: float, info: ValidationInfo) -> float:
+        read_timeout = info.data.get("read_timeout")
+        if read_timeout is not None and value >= read_timeout:
+            raise ValueError(f"must be shorter than `read_timeout` ({read_timeout:g})")
+        return value
+
+
+class TlsConfig(_Model):
+    """TLS options for the Elasticsearch connection. Relative paths start at the config file."""
+
+    verify: bool = True
+    """Verify the server certificate."""
+    ca_file: str | None = None
+    """PEM bundle of CAs to trust instead of the system store."""
+    client_cert: str | None = None
+    """PEM client certificate for mutual TLS (may also hold the key)."""
+    client_key: str | None = None
+    """PEM private key of the client certificate, if not inside `client_cert`."""
+
+    @field_validator("ca_file", "client_cert", "client_key", mode="before")
+    @classmethod
+    def _blank_path(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _readable_file(value, info)
+
+    @field_validator("client_key")
+    @classmethod
+    def _key_needs_cert(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("client_cert") is None:
+            raise ValueError("needs `client_cert` as well")
+        return value
+
+
+class BulkConfig(_Model):
+    """When a batch of document operations is sent."""
+
+    max_actions: int = Field(1000, ge=1, le=100_000)
+    """Send when this many operations are pending."""
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    """Send when the request body would exceed this many bytes."""
+    flush_interval_ms: int = Field(200, ge=1)
+    """Send pending operations at least this often."""
+
+
+def _http_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s?#]+", url):
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url
+
+
+class SinkConfig(_Model):
+    """The Elasticsearch or OpenSearch cluster to write to."""
+
+    urls: list[Annotated[str, AfterValidator(_http_url)]] = Field(min_length=1)
+    """Node URLs, e.g. `http://localhost:9200`."""
+    username: str | None = None
+    """Basic-auth user."""
+    password: str | None = None
+    """Basic-auth password."""
+    api_key: str | None = None
+    """API key (base64 `id:key`), instead of basic auth."""
+    tls: TlsConfig = TlsConfig()
+    """TLS options for https URLs."""
+    bulk: BulkConfig = BulkConfig()
+    """Batching limits."""
+    request_timeout: float = Field(30.0, gt=0)
+    """Seconds to wait for a response before the request is retried."""
+    max_backoff: float = Field(30.0, gt=0)
+    """Cap, in seconds, of the exponential backoff between retries."""
+    on_rejected: Literal["dlq", "fail"] = "dlq"
+    """A document the cluster rejects for its content (mapping or parse error, too large):
+    `dlq` parks it in the dead-letter queue and goes on; `fail` stops the connector."""
+
+    @field_validator("username", "password", "api_key", mode="before")
+    @classmethod
+    def _blank_credential(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> SinkConfig:
+        if self.api_key and (self.username or self.password):
+            raise ValueError("give either `api_key` or `username`/`password`, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("`username` and `password` must be given together")
+        return self
+
+
+class RedisStoreConfig(_Model):
+    """Checkpoints in Redis (the production choice)."""
+
+    url: str
+    """Redis URL, e.g. `redis://localhost:6379/0` (`rediss://` for TLS)."""
+    key_prefix: str = "cdc"
+    """Prefix of every key the connector writes."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not re.match(r"^(redis|rediss|unix)://", url):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
+
+class FileStoreConfig(_Model):
+    """Checkpoints in a local JSON file (single host, no Redis)."""
+
+    path: str = "checkpoints"
+    """Directory holding `<connector name>.json`."""
+
+
+class CheckpointConfig(_Model):
+    """Where and how often the position is recorded."""
+
+    redis: RedisStoreConfig | None = None
+    """Store checkpoints in Redis."""
+    file: FileStoreConfig | None = None
+    """Store checkpoints in a local file."""
+    interval_ms: int = Field(1000, ge=1)
+    """Write at most this often (and always at shutdown)."""
+    max_transactions: int = Field(10_000, ge=1)
+    """...or after this many acknowledged transactions, whichever comes first."""
+
+    @model_validator(mode="after")
+    def _exactly_one_store(self) -> CheckpointConfig:
+        if self.redis is not None and self.file is not None:
+            raise ValueError("give one store, `redis` or `file`, not both")
+        if self.redis is None and self.file is None:
+            raise ValueError("needs a store: give `redis` or `file`")
+        return self
+
+
+class SoftDelete(_Model):
+    """A column value that turns a row into a delete of its document."""
+
+    column: str
+    """Column to look at."""
+    values: list[Any] = Field(min_length=1)
+    """Values meaning "deleted" (compared after type conversion)."""
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+class TableMapping(_Model):
+    """How the rows of one table (or a glob of sharded tables) become documents."""
+
+    table: str
+    """`schema.table`; glob patterns (`shop.orders_*`) feed sharded tables into one index."""
+    index: str
+    """Target index (or alias)."""
+    id_columns: list[str] | None = Field(None, min_length=1)
+    """Columns forming the document id; default: the primary key."""
+    id_separator: str = ":"
+    """Joins composite id parts."""
+    include: list[str] | None = None
+    """Only these columns become fields (default: all)."""
+    exclude: list[str] = []
+    """These columns never become fields."""
+    rename: dict[str, str] = {}
+    """Column name -> field name."""
+    static: dict[str, Any] = {}
+    """Fields added to every document."""
+    soft_delete: SoftDelete | None = None
+    """Rows matching this rule are deleted from the index."""
+    decimal: Literal["string", "number"] = "string"
+    """DECIMAL as an exact string or as a JSON number (never a silently lossy float)."""
+    binary: Literal["base64", "skip"] = "base64"
+    """BINARY/VARBINARY/BLOB columns as base64 text, or left out."""
+    json_columns: list[str] = []
+    """Columns holding JSON text (MariaDB stores JSON as LONGTEXT) to parse into objects."""
+    snapshot: SnapshotMode | None = None
+    """Overrides `snapshot.mode` for this mapping."""
+    index_settings: dict[str, Any] | None = None
+    """Settings used when the connector creates a missing index."""
+    index_mappings: dict[str, Any] | None = None
+    """Mappings used when the connector creates a missing index."""
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if value.count(".") != 1 or not all(value.split(".")):
+            raise ValueError("must be `schema.table`; globs such as `shop.orders_*` are allowed")
+        return value
+
+    @field_validator("index")
+    @classmethod
+    def _index_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9_.+-]*$", value) or len(value.encode()) > 255:
+            raise ValueError(
+                "must be a valid index name: lowercase letters, digits, `_`, `.`, `+` and `-`, "
+                "starting with a letter or digit, at most 255 bytes"
+            )
+        return value
+
+    @field_validator("rename")
+    @classmethod
+    def _distinct_targets(cls, rename: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for column, name in rename.items():
+            if name in seen:
+                raise ValueError(f"`{seen[name]}` and `{column}` are both renamed to `{name}`")
+            seen[name] = column
+        return rename
+
+    @model_validator(mode="after")
+    def _consistent_columns(self) -> TableMapping:
+        if self.include is not None:
+            both = sorted(set(self.include) & set(self.exclude))
+            if both:
+                names = ", ".join(f"`{name}`" for name in both)
+                raise ValueError(f"{names} cannot be in both `include` and `exclude`")
+        return self
+
+    def matches(self, schema: str, table: str) -> bool:
+        """True if this mapping covers `schema.table`."""
+        return fnmatch.fnmatchcase(f"{schema}.{table}", self.table)
+
+
+SnapshotMode = Literal["initial", "never", "when_needed"]
+
+
+class SnapshotConfig(_Model):
+    """Copying the rows that exist before streaming starts (and re-syncing on demand)."""
+
+    mode: SnapshotMode = "initial"
+    """`initial`: copy every mapped table the first time the connector starts (no checkpoint);
+    `when_needed`: also copy a table when its mapping is new to the connector; `never`."""
+    chunk_size: int = Field(2000, ge=1, le=100_000)
+    """Rows read per chunk (one consistent read each)."""
+    max_rows_per_second: int = Field(0, ge=0)
+    """Throttle to protect the primary; 0 means no limit."""
+
+
+class MetricsConfig(_Model):
+    """The Prometheus endpoint."""
+
+    enabled: bool = True
+    """Serve `/metrics`."""
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    port: int = Field(9108, ge=0, le=65535)
+    """Port to listen on (0 picks a free one)."""
+
+
+class ConnectorConfig(_Model):
+    """One connector: a source server, a sink cluster, a checkpoint store, table mappings."""
+
+    name: str
+    """Connector name; namespaces its checkpoint keys."""
+    source: SourceConfig
+    """The server whose binlog is read."""
+    sink: SinkConfig
+    """The cluster documents are written to."""
+    checkpoint: CheckpointConfig
+    """Where the position is stored."""
+    tables: list[TableMapping] = Field(min_length=1)
+    """Table mappings (after includes are resolved), tried in order: a table is handled by the
+    first mapping whose pattern matches it, so globs may overlap (put the narrower one first).
+    The same pattern twice, or an exact name below a glob that already matches it, is an error
+    because that mapping could never apply."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as plain text or JSON objects."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The Prometheus `/metrics` endpoint."""
+    snapshot: SnapshotConfig = SnapshotConfig()
+    """Initial load and re-sync of tables."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", value):
+            raise ValueError(
+                "must be 1 to 100 letters, digits, `_`, `.` or `-`, starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _every_mapping_reachable(cls, tables: list[TableMapping]) -> list[TableMapping]:
+        for later, mapping in enumerate(tables):
+            for earlier in range(later):
+                pattern = tables[earlier].table
+                context = {
+                    "earlier": earlier,
+                    "later": later,
+                    "pattern": pattern,
+                    "table": mapping.table,
+                }
+                if pattern == mapping.table:
+                    raise PydanticCustomError(
+                        "duplicate_table",
+                        "tables[{later}] maps `{pattern}` again; tables[{earlier}] already does",
+                        context,
+                    )
+                if not _is_glob(mapping.table) and fnmatch.fnmatchcase(mapping.table, pattern):
+                    raise PydanticCustomError(
+                        "shadowed_table",
+                        "tables[{later}] (`{table}`) can never apply: tables[{earlier}] "
+                        "(`{pattern}`) matches it first",
+                        context,
+                    )
+        return tables
+
+    def mapping_for(self, schema: str, table: str) -> TableMapping | None:
+        """The first mapping covering `schema.table`, or None if the table is not mapped."""
+        for mapping in self.tables:
+            if mapping.matches(schema, table):
+                return mapping
+        return None
