@@ -1,9 +1,10 @@
 """Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.
 
-The connector tails the row-based binlog like a replica (`binlog`), turns each committed row
-change into a document operation through declarative table mappings (`mapping`, `convert`),
-sends them with external versions in `_bulk` requests (`elastic`), and records the position of
-the last fully acknowledged transaction (`checkpoint`) so that a restart replays, never skips.
+The connector tails the row-based binlog like a replica (`source`), turns each committed row
+change into document operations through declarative table mappings (`transform`), sends them
+with external versions in `_bulk` requests (`sink`), and records the position of the last
+fully acknowledged transaction (`state`) so that a restart replays, never skips. `engine` runs
+these stages and keeps the invariants of docs/design.md; `cli` is the `cdc` command.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """`python -m cdc` runs the command line."""
 
-from cdc.cli import main
+from cdc.cli.app import main
 
 main()

@@ -1,16 +1,19 @@
 """The connector's exception hierarchy.
 
 Third-party exceptions (PyMySQL, redis, elastic-transport) are translated into these at the
-module that talks to that system, so nothing above an adapter sees a foreign exception.
-Whether an error is retried is decided by its class (`transient`), in one place: the
-supervisor loop in `pipeline`.
+module that talks to that system (`cdc.source.mysql`, `cdc.state.redis`, `cdc.sink.elastic`),
+so nothing above it sees a foreign exception; an exception that is not translated is a bug.
+Whether an error is retried is decided by its class (`transient`), and `cdc.retry` is the one
+policy every retrying loop uses.
 
     CdcError                      base; `hint` tells the operator what to do
     ├── ConfigError               bad YAML, bad field, unknown column (terminal)
     ├── PrerequisiteError         server setting or privilege missing (terminal)
     ├── PositionError             checkpoint unusable: purged, unknown, malformed (terminal)
     ├── MappingError              a row cannot be turned into a document (terminal)
+    ├── SchemaChanged             a table changed under a read; read it again (terminal)
     ├── DocumentRejected          Elasticsearch refused a document for its content (terminal)
+    ├── Interrupted               the connector is stopping; the operation was abandoned
     └── TransientError            a link is down; retried with backoff
         ├── SourceUnavailable     MySQL/MariaDB unreachable or the stream broke
         ├── SinkUnavailable       Elasticsearch unreachable, 429 or 5xx
@@ -52,8 +55,17 @@ class MappingError(CdcError):
     """A row change cannot be mapped to a document."""
 
 
+class SchemaChanged(CdcError):
+    """A table changed while it was being read (a column vanished, its definition changed);
+    reading it again with its new definition succeeds."""
+
+
 class DocumentRejected(CdcError):
     """Elasticsearch rejected a document because of its content (mapping or parse error)."""
+
+
+class Interrupted(CdcError):
+    """The connector is stopping; the operation was abandoned before it completed."""
 
 
 class TransientError(CdcError):

@@ -7,7 +7,8 @@
 # NAME_FILE, or naming an unreadable file, is an error (exit 2).
 #
 # Command: arguments that start with `-`, or whose first word is not a program on PATH, are
-# arguments of `cdc` (`run --config ...`); anything else runs as given (`python /loadgen.py`).
+# arguments of `cdc` (`run --until-caught-up`); anything else runs as given
+# (`python /loadgen.py`). `cdc` reads its config from CDC_CONFIG unless --config is given.
 set -eu
 
 die() {
@@ -35,7 +36,7 @@ for name in $file_vars; do
 done
 
 if [ $# -eq 0 ]; then
-    set -- run --config "${CDC_CONFIG:-/etc/cdc/connector.yaml}"
+    set -- run
 fi
 case $1 in
     -*) exec cdc "$@" ;;

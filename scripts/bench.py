@@ -63,9 +63,11 @@ sys.path.insert(0, str(ROOT))
 from rig import MariaDB, find_binary  # noqa: E402
 
 from cdc.config import SourceConfig, load_config  # noqa: E402
-from cdc.model.checkpoint import Checkpoint, FileCheckpointStore, initial_counter  # noqa: E402
+from cdc.model.checkpoint import Checkpoint  # noqa: E402
 from cdc.model.position import Position  # noqa: E402
-from cdc.source.binlog import connect, current_position, server_info  # noqa: E402
+from cdc.model.versions import initial_counter  # noqa: E402
+from cdc.source.mysql import connect, current_position, server_info  # noqa: E402
+from cdc.state.files import FileCheckpoints  # noqa: E402
 from cdc.testing import BulkOp, EsStandIn  # noqa: E402
 
 SCHEMA = "bench"
@@ -424,7 +426,7 @@ def start_checkpoint(workdir: Path, db: MariaDB, position: Position) -> None:
         info = server_info(conn, "mariadb")
     finally:
         conn.close()
-    store = FileCheckpointStore(workdir, CONNECTOR_NAME)
+    store = FileCheckpoints(workdir, CONNECTOR_NAME)
     store.save(Checkpoint(position, initial_counter(), info.identity).stamped())
 
 
@@ -513,24 +515,25 @@ def child_bare(spec: dict[str, Any]) -> None:
 
 
 def child_connector(spec: dict[str, Any]) -> None:
-    from cdc.cli import make_store, setup_logging
+    from cdc.cli.common import setup_logging
     from cdc.engine.pipeline import Pipeline
     from cdc.sink.elastic import ElasticSink
+    from cdc.state.backends import open_stores
 
     setup_logging("text", "WARNING")
     cfg = load_config(Path(spec["config"]))
     sink = ElasticSink(cfg.sink)
-    store = make_store(cfg)
+    stores = open_stores(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     profiler = _ThreadProfiler() if spec.get("profile") else None
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         with profiler if profiler is not None else contextlib.nullcontext():
-            stats = Pipeline(cfg, sink, store, stop=stop).run(spec["until_caught_up"])
+            stats = Pipeline(cfg, sink, stores, stop=stop).run(spec["until_caught_up"])
     finally:
         sink.close()
-        store.close()
+        stores.close()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     threads = profiler.dump(Path(spec["profile"])) if profiler is not None else []
     _write_result(
@@ -538,7 +541,7 @@ def child_connector(spec: dict[str, Any]) -> None:
         changes=stats.changes,
         actions=stats.actions,
         transactions=stats.transactions,
-        requests=sink.stats.requests,
+        requests=sink.requests,
         wall=wall,
         cpu=cpu,
         threads=threads,

@@ -27,9 +27,9 @@ from rig import MariaDB  # noqa: E402
 
 from cdc.config import ConnectorConfig  # noqa: E402
 from cdc.engine.pipeline import Pipeline  # noqa: E402
-from cdc.model.checkpoint import FileCheckpointStore  # noqa: E402
 from cdc.sink.elastic import ElasticSink  # noqa: E402
 from cdc.source.rows import RowReader  # noqa: E402
+from cdc.state.files import open_files  # noqa: E402
 from cdc.testing import EsStandIn  # noqa: E402
 
 DDL = """CREATE TABLE wide (
@@ -91,10 +91,10 @@ def main() -> None:
         reader.close()
 
         sink = ElasticSink(cfg.sink)
-        store = FileCheckpointStore(tmp, "bench")
+        stores = open_files(tmp, "bench")
         stop = threading.Event()
         cpu0, t0 = time.process_time(), time.monotonic()
-        stats = Pipeline(cfg, sink, store, stop=stop).run(until_caught_up=True)
+        stats = Pipeline(cfg, sink, stores, stop=stop).run(until_caught_up=True)
         snapshot_s, snapshot_cpu = time.monotonic() - t0, time.process_time() - cpu0
         sink.close()
         assert stats.snapshot_rows == args.rows, stats

@@ -254,13 +254,13 @@ print(json.dumps(config, indent=1))
 expected = {
     "User": "10001:10001",
     "Entrypoint": ["/usr/local/bin/cdc-entrypoint"],
-    "Cmd": ["run", "--config", "/etc/cdc/connector.yaml"],
+    "Cmd": ["run"],
     "StopSignal": "SIGTERM",
 }
 wrong = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
 assert not wrong, f"image config differs (got, expected): {wrong}"
 health = (config.get("Healthcheck") or {}).get("Test")
-assert health == ["CMD", "/usr/local/bin/cdc-entrypoint", "health", "--config", "/etc/cdc/connector.yaml"], health
+assert health == ["CMD", "/usr/local/bin/cdc-entrypoint", "health"], health
 assert "CDC_CONFIG=/etc/cdc/connector.yaml" in config["Env"], config["Env"]
 assert config["Labels"].get("org.opencontainers.image.title") == "binlog-es-cdc", config["Labels"]
 EOF
@@ -424,11 +424,14 @@ descendants() {
 # connector's own process (chroot isolation shares the host's process ids).
 live_then_sigterm() {
     local out=$work/live.log
-    in_ctr cdc-entrypoint run --config /etc/cdc/connector.yaml >"$out" 2>&1 &
+    # No --config: the image's CDC_CONFIG names it, as for its HEALTHCHECK.
+    in_ctr cdc-entrypoint run >"$out" 2>&1 &
     local runner=$!
     # On a failure below, cleanup stops buildah, which kills the connector with it.
     pids+=("$runner")
     wait_for 30 grep -q 'resuming from checkpoint' "$out"
+    # The image's HEALTHCHECK command, while the connector runs.
+    wait_for 20 in_ctr cdc-entrypoint health
     local connector=
     local pid
     for pid in $(descendants "$runner"); do
@@ -460,7 +463,7 @@ live_then_sigterm() {
     }
     grep -q 'received SIGTERM' "$out"
     grep -q 'stopped: ' "$out"
-    note "row streamed live; exit 0 $((SECONDS - stop_start))s after SIGTERM"
+    note "healthy while running; row streamed live; exit 0 $((SECONDS - stop_start))s after SIGTERM"
 }
 
 echo "container smoke test: $image from $base_image (work dir $work)"

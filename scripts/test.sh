@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up what is missing, then runs the quality gates (ruff lint, ruff format, mypy on cdc/) and then the test suite.
+# Sets up what is missing, then runs the quality gates (ruff lint, ruff format, mypy on cdc/, tests/
+# and scripts/) and then the test suite.
 # Extra arguments go to pytest. Every gate runs even after one fails, so a single run shows
 # everything to fix; the exit status is non-zero if any of them failed.
 set -euo pipefail
@@ -23,7 +24,7 @@ gate() {
 
 gate "ruff check" .venv/bin/ruff check .
 gate "ruff format" .venv/bin/ruff format --check .
-gate "mypy" .venv/bin/mypy cdc
+gate "mypy" .venv/bin/mypy
 gate "pytest" .venv/bin/pytest -q "$@"
 
 if [[ ${#failed[@]} -gt 0 ]]; then

@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from cdc.cli import make_store
 from cdc.config import ConnectorConfig, load_config
-from cdc.engine.pipeline import Pipeline, RunStats
+from cdc.engine.loop import RunStats
+from cdc.engine.pipeline import Pipeline
 from cdc.model.checkpoint import Checkpoint
 from cdc.sink.elastic import ElasticSink
+from cdc.state.backends import open_stores
 
 _counter = iter(range(10_000, 1_000_000))
 
@@ -75,37 +76,29 @@ def run_until_caught_up(config: Path | ConnectorConfig, timeout: float = 60) -> 
     """Run the pipeline in this process until it has applied everything the server has."""
     cfg = load_config(config) if isinstance(config, Path) else config
     sink = ElasticSink(cfg.sink)
-    store = make_store(cfg)
+    stores = open_stores(cfg)
     stop = threading.Event()
     timer = threading.Timer(timeout, stop.set)
     timer.start()
     try:
-        stats = Pipeline(cfg, sink, store, stop=stop).run(until_caught_up=True)
+        stats = Pipeline(cfg, sink, stores, stop=stop).run(until_caught_up=True)
     finally:
         timer.cancel()
         sink.close()
-        store.close()
+        stores.close()
     if stop.is_set():
         raise AssertionError(f"the connector did not catch up within {timeout} s")
     return stats
 
 
 def stored_checkpoint(config: Path) -> Checkpoint | None:
-    cfg = load_config(config)
-    store = make_store(cfg)
-    try:
-        return store.load()
-    finally:
-        store.close()
+    with open_stores(load_config(config)) as stores:
+        return stores.checkpoints.load()
 
 
 def save_checkpoint(config: Path, checkpoint: Checkpoint) -> None:
-    cfg = load_config(config)
-    store = make_store(cfg)
-    try:
-        store.save(checkpoint)
-    finally:
-        store.close()
+    with open_stores(load_config(config)) as stores:
+        stores.checkpoints.save(checkpoint)
 
 
 def _die_with_parent() -> None:

@@ -1,5 +1,6 @@
-"""The `cdc` command line."""
+"""The `cdc` command line: it parses options, builds objects and calls the core.
 
-from cdc.cli.app import app, main, make_store, setup_logging
-
-__all__ = ["app", "main", "make_store", "setup_logging"]
+`app` registers the commands; each command group lives in a module of its own (`run`,
+`check`, `status` with `health`, `position`, `snapshot`, `dlq`), and `common` holds what they
+share: the options, config loading, logging and the one error format.
+"""

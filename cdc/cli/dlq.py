@@ -1,32 +1,36 @@
 """`cdc dlq ...`: list, replay and purge the documents Elasticsearch rejected.
 
-Exit status: 0 done, 1 failed or not everything replayed (or confirmation declined), 2 a bad
-config. Errors are one line on stderr.
+`replay` exits 1 unless every letter was replayed.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import orjson
 import typer
 
-from cdc.config import ConnectorConfig, load_config
+from cdc.cli.common import (
+    ConfigOption,
+    YesOption,
+    confirm,
+    fail,
+    load,
+    reported,
+    setup_command_logging,
+)
+from cdc.config import ConnectorConfig
 from cdc.engine.replay import Outcome, ReplayReport, replay
-from cdc.errors import CdcError, ConfigError
-from cdc.model.checkpoint import CheckpointStore
-from cdc.sink.elastic import ElasticSink, Interrupted
+from cdc.errors import CdcError, Interrupted
+from cdc.model.letters import DeadLetter, parse_id
+from cdc.sink.elastic import ElasticSink
 from cdc.source.rows import RowReader
-from cdc.state.dlq import DeadLetter, DeadLetterQueue, open_dlq, parse_id
+from cdc.state.backends import open_stores
 
 app = typer.Typer(
     help="Inspect, replay and purge rejected documents (the dead-letter queue).\n\n"
@@ -37,13 +41,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
-]
-YesOption = Annotated[
-    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a TTY).")
-]
 
 _ERROR_WIDTH = 100
 
@@ -63,7 +60,8 @@ def list_letters(
 ) -> None:
     """Show parked letters, oldest first: id, time, table, document, operation, error."""
     cfg = _load(config)
-    with _errors(), _dlq(cfg) as dlq:
+    with reported(), open_stores(cfg) as stores:
+        dlq = stores.letters
         letters = dlq.list(limit=limit)
         if as_json:
             for letter_id, letter in letters:
@@ -107,17 +105,19 @@ def replay_letters(
     ] = 120.0,
 ) -> None:
     cfg = _load(config)
-    with _errors(), _dlq(cfg) as dlq:
+    with reported(), open_stores(cfg) as stores:
+        dlq = stores.letters
         for letter_id in ids or []:
             parse_id(letter_id)
         count = len(set(ids)) if ids else dlq.size()
         if count == 0:
             typer.echo(f"Nothing to replay: the dead-letter queue is empty ({dlq.describe()}).")
             return
-        _confirm(
+        confirm(
+            yes,
             f"Replay {_letters(count)} from {dlq.describe()}: re-read the rows from "
             f"{cfg.source.host}:{cfg.source.port} and send them to {', '.join(cfg.sink.urls)}?",
-            yes,
+            "replaying",
         )
         report = ReplayReport()
         patience = _Patience(timeout)
@@ -128,14 +128,13 @@ def replay_letters(
             if outcome.result != "replayed":
                 typer.echo(format_outcome(outcome))
 
-        store = _checkpoint_store(cfg)
         sink = ElasticSink(cfg.sink)
         reader = RowReader(cfg.source)
         try:
             replay(
                 cfg,
                 dlq,
-                store,
+                stores.checkpoints,
                 reader,
                 sink,
                 ids=ids or None,
@@ -145,7 +144,7 @@ def replay_letters(
             )
         except Interrupted:
             _partial(report)
-            _fail(f"Elasticsearch did not accept the documents within {timeout:g} s", code=1)
+            fail(f"Elasticsearch did not accept the documents within {timeout:g} s")
         except CdcError:
             _partial(report)
             raise
@@ -153,7 +152,6 @@ def replay_letters(
             patience.cancel()
             reader.close()
             sink.close()
-            store.close()
         typer.echo(_summary(report))
         if report.rejected or report.failed:
             raise typer.Exit(1)
@@ -163,14 +161,16 @@ def replay_letters(
 def purge_letters(config: ConfigOption, yes: YesOption = False) -> None:
     """Delete every parked letter. They cannot be replayed afterwards."""
     cfg = _load(config)
-    with _errors(), _dlq(cfg) as dlq:
+    with reported(), open_stores(cfg) as stores:
+        dlq = stores.letters
         count = dlq.size()
         if count == 0:
             typer.echo(f"The dead-letter queue is already empty ({dlq.describe()}).")
             return
-        _confirm(
-            f"Delete {_letters(count)} from {dlq.describe()}? They cannot be replayed afterwards.",
+        confirm(
             yes,
+            f"Delete {_letters(count)} from {dlq.describe()}? They cannot be replayed afterwards.",
+            "purging",
         )
         purged = dlq.purge()
         typer.echo(f"Purged {_letters(purged)} from {dlq.describe()}.")
@@ -247,7 +247,7 @@ class _Patience:
         self.stop = threading.Event()
         self._timer: threading.Timer | None = None
 
-    def failing(self, error: BaseException, attempt: int) -> None:
+    def failing(self, error: BaseException) -> None:
         if self._timer is not None:
             return
         typer.echo(
@@ -268,54 +268,7 @@ class _Patience:
             self._timer = None
 
 
-def _fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}" + (f" (fix: {hint})" if hint else ""), err=True)
-    raise typer.Exit(code)
-
-
 def _load(config: Path) -> ConnectorConfig:
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    # cdc.cli imports this module to register it, so it is imported here, once it is complete.
-    from cdc.cli import setup_logging
-
-    setup_logging(cfg.log_format, "WARNING")
-    # The transport warns on every failed attempt; the command says it once.
-    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
+    cfg = load(config)
+    setup_command_logging(cfg)
     return cfg
-
-
-def _checkpoint_store(cfg: ConnectorConfig) -> CheckpointStore:
-    from cdc.cli import make_store
-
-    return make_store(cfg)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except CdcError as exc:
-        _fail(_one_line(exc.message), exc.hint)
-
-
-@contextmanager
-def _dlq(cfg: ConnectorConfig) -> Iterator[DeadLetterQueue]:
-    dlq = open_dlq(cfg)
-    try:
-        yield dlq
-    finally:
-        dlq.close()
-
-
-def _confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        _fail("not confirmed: there is no terminal to ask on", hint="pass --yes")
-    if not typer.confirm(question, default=False):
-        typer.echo("Nothing done.", err=True)
-        raise typer.Exit(1)

@@ -6,61 +6,54 @@ checkpoint and validate it against the server (a purged or unknown position is r
 reason); print what changes (old -> new); ask for confirmation unless `--yes` (without a
 terminal and without `--yes` it refuses); then save.
 
-Versions (design invariant 2): `set` and `reset` keep the stored counter, so the transactions
-read from the new position get higher versions than anything written before and a rewind
-re-applies history; with no stored checkpoint the counter starts from the clock
-(`cdc.model.checkpoint.initial_counter`). `import` restores an exported checkpoint exactly, counter
-included, so replaying from it reproduces the versions the documents got the first time.
-
-Exit status: 0 done, 1 refused or failed (purged position, running connector, server down,
-declined), 2 a bad argument or config. Errors are one line on stderr.
-
-The helpers shared with `cdc.cli.ops` (config loading, stores, one-line errors, lag) live here.
+Versions (see `cdc.model.versions`): `set` and `reset` keep the stored counter, so the
+transactions read from the new position get higher versions than anything written before and
+a rewind re-applies history; with no stored checkpoint the counter starts from the clock.
+`import` restores an exported checkpoint exactly, counter included, so replaying from it
+reproduces the versions the documents got the first time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeAlias
+from typing import Annotated, Any
 
 import orjson
-import pymysql
 import typer
 
-from cdc.config import ConnectorConfig, load_config
-from cdc.errors import CdcError, PositionError
-from cdc.model.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, initial_counter
-from cdc.model.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
-from cdc.model.position import Position
-from cdc.source import positions, prereq
-from cdc.source.mysql import (
-    DRIVER_ERRORS,
-    ServerInfo,
-    binary_logs,
-    connect,
-    current_position,
-    server_info,
-    translate_error,
+from cdc.cli.common import (
+    ConfigOption,
+    JsonOption,
+    YesOption,
+    ago,
+    confirm,
+    describe_runner,
+    fail,
+    fail_with,
+    load,
+    paragraphs,
+    reported,
+    source,
+    when,
 )
+from cdc.config import ConnectorConfig
+from cdc.errors import CdcError, PositionError
+from cdc.model.checkpoint import Checkpoint
+from cdc.model.gtid import MariadbGtidList, MysqlGtidSet, looks_like_mariadb, parse_gtid
+from cdc.model.lag import Behind, measure_behind
+from cdc.model.position import Position, ServerInfo
+from cdc.model.versions import initial_counter
+from cdc.source import positions
+from cdc.source.mysql import Connection, binary_logs, current_position
 from cdc.source.positions import earliest_position, position_at
-from cdc.state.redis import RedisCheckpointStore
+from cdc.source.prereq import Check
+from cdc.state.backends import open_stores
+from cdc.state.stores import HeartbeatStore
 
-Connection: TypeAlias = "pymysql.connections.Connection[Any]"
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Connector config YAML.", show_default=False)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-YesOption = Annotated[
-    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a TTY).")
-]
 ForceOption = Annotated[
     bool,
     typer.Option(
@@ -71,226 +64,23 @@ ForceOption = Annotated[
     ),
 ]
 
-
-def paragraphs(*texts: str) -> str:
-    """Command help from paragraphs (the help renderer keeps single line breaks)."""
-    return "\n\n".join(texts)
-
-
 app = typer.Typer(
     help="Show, set, reset, export and import the stored binlog position.",
     no_args_is_help=True,
     add_completion=False,
 )
 
-
-# -- shared helpers ---------------------------------------------------------------------------
-
-
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    """Print `error: message — hint` as one line on stderr and exit with `code`."""
-    text = f"error: {message}" + (f" — {hint}" if hint else "")
-    typer.echo(text.replace("\n", " "), err=True)
-    raise typer.Exit(code)
-
-
-def fail_with(exc: CdcError, code: int = 1) -> NoReturn:
-    fail(exc.message, exc.hint, code)
-
-
-def load(config: Path) -> ConnectorConfig:
-    """The validated config; exits 2 with the problems when it is not."""
-    try:
-        return load_config(config)
-    except CdcError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-def open_store(cfg: ConnectorConfig, timeout: float = 5.0) -> CheckpointStore:
-    """The configured checkpoint store, with Redis socket timeouts of `timeout` seconds."""
-    if cfg.checkpoint.redis is not None:
-        r = cfg.checkpoint.redis
-        return RedisCheckpointStore(r.url, r.key_prefix, cfg.name, timeout=timeout)
-    assert cfg.checkpoint.file is not None
-    return FileCheckpointStore(cfg.checkpoint.file.path, cfg.name)
-
-
-@contextlib.contextmanager
-def store_for(cfg: ConnectorConfig, timeout: float = 5.0) -> Iterator[CheckpointStore]:
-    store = open_store(cfg, timeout)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@contextlib.contextmanager
-def source(cfg: ConnectorConfig) -> Iterator[tuple[Connection, ServerInfo]]:
-    """A connection to the source server and what it is. PyMySQL errors raised while it is
-    in use come out translated (CdcError types)."""
-    conn = connect(cfg.source)
-    try:
-        try:
-            info = server_info(conn, cfg.source.flavor)
-            yield conn, info
-        except DRIVER_ERRORS as exc:
-            raise translate_error(exc, f"talking to {cfg.source.host}:{cfg.source.port}") from exc
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-
-
-def is_running(status: dict[str, Any] | None) -> bool:
-    """True when a heartbeat says the connector is running (possibly degraded)."""
-    return status is not None and status.get("state") in ("running", "degraded")
-
-
-def describe_runner(status: dict[str, Any]) -> str:
-    """`pid 123 on host, heartbeat 2 s ago`."""
-    age = ago(float(status.get("updated_at") or 0))
-    return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {age}"
-
-
-def when(timestamp: float) -> str:
-    """A Unix time as `2024-05-01 12:00:00 UTC`."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def ago(timestamp: float) -> str:
-    """How long ago `timestamp` was, e.g. `5 s ago`, `3 min ago`, `2 h 5 min ago`."""
-    return f"{duration(time.time() - timestamp)} ago"
-
-
-def duration(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172_800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def size(n: int) -> str:
-    """`635 bytes`, or `12,345,678 bytes (11.8 MiB)`."""
-    if n < 1024:
-        return f"{n} bytes"
-    units = ("KiB", "MiB", "GiB", "TiB")
-    value = n / 1024
-    unit = 0
-    while value >= 1024 and unit < len(units) - 1:
-        value /= 1024
-        unit += 1
-    return f"{n:,} bytes ({value:.1f} {units[unit]})"
-
-
-def validate(conn: Connection, info: ServerInfo, position: Position) -> None:
-    """Raise PositionError unless the server can stream from `position`."""
-    check = positions.check_position(conn, info, position)
-    if not check.ok and check.fatal:
-        raise PositionError(check.detail, hint=check.fix or None)
-    if not check.ok:
-        typer.echo(f"warning: {check.detail} — {check.fix}", err=True)
-
-
-# -- how far behind ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Behind:
-    """How far a checkpoint is behind the server; None where it cannot be known."""
-
-    transactions: int | None
-    bytes: int | None
-    seconds: float | None
-    file_purged: bool = False
-
-    def describe(self) -> str:
-        parts = [
-            _plural(self.transactions, "transaction") if self.transactions is not None else None,
-            size(self.bytes) if self.bytes is not None else None,
-            f"{self.seconds:.0f} s" if self.seconds is not None else None,
-        ]
-        text = ", ".join(p for p in parts if p is not None) or "unknown"
-        if self.file_purged:
-            text += " (the checkpoint's binlog file is no longer on the server)"
-        return text
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _transactions_behind(checkpoint: Position, now: Position) -> int | None:
-    if now.flavor == "mysql":
-        if not checkpoint.gtid or not now.gtid:
-            return None
-        return MysqlGtidSet.parse(now.gtid).difference(MysqlGtidSet.parse(checkpoint.gtid)).count()
-    mine = MariadbGtidList.parse(checkpoint.gtid)
-    theirs = MariadbGtidList.parse(now.gtid)
-    total = 0
-    for domain in theirs.domains():
-        entry = theirs.get(domain)
-        assert entry is not None
-        ours = mine.get(domain)
-        total += max(0, entry[1] - (ours[1] if ours else 0))
-    return total
-
-
-def _bytes_behind(
-    checkpoint: Position, now: Position, logs: list[tuple[str, int]]
-) -> tuple[int | None, bool]:
-    """Bytes of binlog between the two positions, and whether the checkpoint's file is gone."""
-    if not checkpoint.file or checkpoint.offset is None or not now.file or now.offset is None:
-        return None, False
-    names = [name for name, _ in logs]
-    if checkpoint.file not in names:
-        return None, True
-    if now.file not in names:
-        return None, False
-    first, last = names.index(checkpoint.file), names.index(now.file)
-    if first > last:
-        return 0, False
-    if first == last:
-        return max(0, now.offset - checkpoint.offset), False
-    total = max(0, logs[first][1] - checkpoint.offset)
-    total += sum(sz for _, sz in logs[first + 1 : last])
-    return total + now.offset, False
-
-
-def measure_behind(
-    checkpoint: Checkpoint, now: Position, logs: list[tuple[str, int]], clock: float
-) -> Behind:
-    """How far `checkpoint` is behind the server position `now` (pure; `logs` from
-    SHOW BINARY LOGS, `clock` the current Unix time)."""
-    transactions = _transactions_behind(checkpoint.position, now)
-    nbytes, purged = _bytes_behind(checkpoint.position, now, logs)
-    caught_up = transactions == 0 or (transactions is None and nbytes == 0)
-    if caught_up:
-        seconds: float | None = 0.0
-    elif checkpoint.event_time:
-        seconds = max(0.0, clock - checkpoint.event_time)
-    else:
-        seconds = None
-    return Behind(transactions, nbytes, seconds, purged)
-
-
-def behind_server(conn: Connection, info: ServerInfo, checkpoint: Checkpoint) -> Behind:
-    """How far `checkpoint` is behind the connected server right now."""
-    now = current_position(conn, info)
-    return measure_behind(checkpoint, now, binary_logs(conn), time.time())
+Target = Callable[[Connection, ServerInfo, Checkpoint | None], Checkpoint]
+"""Builds the new checkpoint from the server and the stored one."""
 
 
 # -- changing the checkpoint ------------------------------------------------------------------
 
 
-def _refuse_if_running(store: CheckpointStore, name: str, force: bool) -> None:
-    status = store.read_status()
-    if not is_running(status):
+def _refuse_if_running(heartbeats: HeartbeatStore, name: str, force: bool) -> None:
+    status = heartbeats.read()
+    if status is None or not status.running:
         return
-    assert status is not None
     if not force:
         fail(
             f"connector {name!r} is running ({describe_runner(status)})",
@@ -304,16 +94,13 @@ def _refuse_if_running(store: CheckpointStore, name: str, force: bool) -> None:
     )
 
 
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        fail(
-            "not changing the position without confirmation (stdin is not a terminal)", "pass --yes"
-        )
-    if not typer.confirm(question, default=False):
-        typer.echo("cancelled; nothing changed", err=True)
-        raise typer.Exit(1)
+def _validate(conn: Connection, info: ServerInfo, position: Position) -> None:
+    """Raise PositionError unless the server can stream from `position`; warn on a doubt."""
+    check = positions.check_position(conn, info, position)
+    if not check.ok and check.fatal:
+        raise PositionError(check.detail, hint=check.fix or None)
+    if not check.ok:
+        typer.echo(f"warning: {check.detail} — {check.fix}", err=True)
 
 
 def _describe_checkpoint(checkpoint: Checkpoint | None) -> str:
@@ -322,10 +109,8 @@ def _describe_checkpoint(checkpoint: Checkpoint | None) -> str:
     return checkpoint.position.describe()
 
 
-def _plan(
-    store: CheckpointStore, old: Checkpoint | None, new: Checkpoint, counter_note: str
-) -> None:
-    typer.echo(f"checkpoint in {store.describe()}:")
+def _plan(where: str, old: Checkpoint | None, new: Checkpoint, counter_note: str) -> None:
+    typer.echo(f"checkpoint in {where}:")
     typer.echo(f"  position  {_describe_checkpoint(old)}")
     typer.echo(f"        ->  {new.position.describe()}")
     if old is None or old.counter == new.counter:
@@ -335,27 +120,23 @@ def _plan(
 
 
 def _change(
-    config: Path,
-    target: Callable[[Connection, ServerInfo, Checkpoint | None], Checkpoint],
+    cfg: ConnectorConfig,
+    target: Target,
     *,
     yes: bool,
     force: bool,
     counter_note: Callable[[Checkpoint | None, Checkpoint], str],
     after: str,
 ) -> None:
-    cfg = load(config)
-    try:
-        with store_for(cfg) as store:
-            _refuse_if_running(store, cfg.name, force)
-            old = store.load()
-            with source(cfg) as (conn, info):
-                new = target(conn, info, old)
-                validate(conn, info, new.position)
-            _plan(store, old, new, counter_note(old, new))
-            _confirm(yes, "Change the position?")
-            store.save(new)
-    except CdcError as exc:
-        fail_with(exc, 1)
+    with reported(), open_stores(cfg) as stores:
+        _refuse_if_running(stores.heartbeats, cfg.name, force)
+        old = stores.checkpoints.load()
+        with source(cfg) as (conn, info):
+            new = target(conn, info, old)
+            _validate(conn, info, new.position)
+        _plan(stores.checkpoints.describe(), old, new, counter_note(old, new))
+        confirm(yes, "Change the position?", "changing the position")
+        stores.checkpoints.save(new)
     typer.echo(f"position saved: {new.position.describe()}, counter {new.counter}. {after}")
 
 
@@ -398,15 +179,12 @@ def _parse_gtid_argument(text: str) -> str:
 def show(config: ConfigOption, json: JsonOption = False) -> None:
     """Print the checkpoint, the server's position and the distance between them."""
     cfg = load(config)
-    try:
-        with store_for(cfg) as store:
-            where = store.describe()
-            checkpoint = store.load()
-    except CdcError as exc:
-        fail_with(exc, 1)
+    with reported(), open_stores(cfg) as stores:
+        where = stores.checkpoints.describe()
+        checkpoint = stores.checkpoints.load()
     server: dict[str, Any] | None = None
     behind: Behind | None = None
-    resumable: prereq.Check | None = None
+    resumable: Check | None = None
     error: CdcError | None = None
     try:
         with source(cfg) as (conn, info):
@@ -428,7 +206,7 @@ def show(config: ConfigOption, json: JsonOption = False) -> None:
                 {
                     "name": cfg.name,
                     "store": where,
-                    "checkpoint": orjson.loads(checkpoint.to_json()) if checkpoint else None,
+                    "checkpoint": checkpoint.to_dict() if checkpoint else None,
                     "server": server,
                     "behind": asdict(behind) if behind else None,
                     "resumable": None
@@ -450,7 +228,7 @@ def _print_show(
     checkpoint: Checkpoint | None,
     server: dict[str, Any] | None,
     behind: Behind | None,
-    resumable: prereq.Check | None,
+    resumable: Check | None,
 ) -> None:
     typer.echo(f"checkpoint ({where}):")
     if checkpoint is None:
@@ -563,7 +341,7 @@ def set_position(
             return Checkpoint(position, _kept_counter(old), server=info.identity).stamped()
 
     _change(
-        config,
+        cfg,
         target,
         yes=yes,
         force=force,
@@ -602,6 +380,7 @@ def reset(
     """Store a checkpoint at the server's current position or its oldest binlog."""
     if to not in ("now", "earliest"):
         fail(f"--to must be `now` or `earliest`, not {to!r}", code=2)
+    cfg = load(config)
 
     def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
         position = current_position(conn, info) if to == "now" else earliest_position(conn, info)
@@ -612,7 +391,7 @@ def reset(
         if to == "now"
         else "The next `cdc run` reads every binlog the server still has."
     )
-    _change(config, target, yes=yes, force=force, counter_note=_keep_note, after=after)
+    _change(cfg, target, yes=yes, force=force, counter_note=_keep_note, after=after)
 
 
 def _default_export_path(name: str) -> Path:
@@ -642,18 +421,15 @@ def export_position(
     """Write the stored checkpoint to a JSON file that `import` restores."""
     cfg = load(config)
     path = file if file is not None else _default_export_path(cfg.name)
-    try:
-        with store_for(cfg) as store:
-            checkpoint = store.load()
-            where = store.describe()
-    except CdcError as exc:
-        fail_with(exc, 1)
+    with reported(), open_stores(cfg) as stores:
+        checkpoint = stores.checkpoints.load()
+        where = stores.checkpoints.describe()
     if checkpoint is None:
         fail(f"no checkpoint stored in {where}; nothing to export")
     if path.exists():
         typer.echo(f"{path} exists and will be replaced")
-        _confirm(yes, f"Overwrite {path}?")
-    data = orjson.dumps(orjson.loads(checkpoint.to_json()), option=orjson.OPT_INDENT_2) + b"\n"
+        confirm(yes, f"Overwrite {path}?", "replacing the file")
+    data = orjson.dumps(checkpoint.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -694,6 +470,7 @@ def import_position(
         imported = Checkpoint.from_json(data, str(file))
     except PositionError as exc:
         fail_with(exc, 2)
+    cfg = load(config)
 
     def target(conn: Connection, info: ServerInfo, old: Checkpoint | None) -> Checkpoint:
         return imported
@@ -704,7 +481,7 @@ def import_position(
         return "restored from the file"
 
     _change(
-        config,
+        cfg,
         target,
         yes=yes,
         force=force,

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-import logging
+import fnmatch
 import re
 import signal
 import threading
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from cdc.config import ConnectorConfig, load_config
+from cdc.cli.common import ConfigOption, fail, load, reported, setup_command_logging
+from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.pipeline import Pipeline
-from cdc.engine.snapshot import Progress, request, resolve_tables
-from cdc.errors import CdcError
-from cdc.model.checkpoint import CheckpointStore
-from cdc.sink.elastic import ElasticSink, Interrupted
+from cdc.engine.snapshotter import request, resolve_tables
+from cdc.errors import CdcError, Interrupted
+from cdc.model.progress import Progress
+from cdc.sink.elastic import ElasticSink
 from cdc.source.rows import RowReader
-
-log = logging.getLogger("cdc")
+from cdc.state.backends import open_stores
+from cdc.state.stores import SnapshotStore, Stores
 
 
 def snapshot(
-    config: Annotated[
-        Path,
-        typer.Option(
-            "--config", "-c", envvar="CDC_CONFIG", help="Connector config YAML.", show_default=False
-        ),
-    ],
+    config: ConfigOption,
     table: Annotated[
         list[str] | None,
         typer.Option("--table", "-t", help="schema.table to copy (repeatable; globs allowed)."),
@@ -58,87 +53,73 @@ def snapshot(
     the snapshot is done and the stream has caught up, then exits. A crash or Ctrl-C resumes
     from the last completed chunk next time.
     """
-    from cdc.cli import make_store, setup_logging
-
-    try:
-        cfg = load_config(config)
-    except CdcError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load(config)
     if bool(table) == all_tables:
-        typer.echo("error: give --table (one or more) or --all", err=True)
-        raise typer.Exit(2)
-    setup_logging(cfg.log_format, "WARNING")
-    store = make_store(cfg)
-    try:
-        reader = RowReader(cfg.source)
-        try:
+        fail("give --table (one or more) or --all", code=2)
+    setup_command_logging(cfg)
+    with reported(), open_stores(cfg) as stores:
+        with RowReader(cfg.source) as reader:
             covered = resolve_tables(cfg, reader)
-        finally:
-            reader.close()
-        if all_tables:
-            tables = covered
-        else:
-            import fnmatch
-
-            tables = sorted(
-                {t for pattern in table or [] for t in fnmatch.filter(covered, pattern)}
-            )
-            missing = [p for p in table or [] if not fnmatch.filter(covered, p)]
-            if missing:
-                typer.echo(
-                    f"error: no mapped table matches {', '.join(missing)}; mapped tables: "
-                    f"{', '.join(covered) or '(none exist)'}",
-                    err=True,
-                )
-                raise typer.Exit(2)
+        tables = covered if all_tables else _matching(covered, table or [])
         if not tables:
-            typer.echo("error: none of the mapped tables exists on the server", err=True)
-            raise typer.Exit(2)
-        status = store.read_status()
-        running = status is not None and status.get("state") in ("running", "degraded")
+            fail("none of the mapped tables exists on the server", code=2)
+        status = stores.heartbeats.read()
         if rebuild:
-            tables = _request_rebuild(cfg, store, covered, tables)
+            tables = _request_rebuild(cfg, stores.snapshots, covered, tables)
         else:
-            request(cfg, store, tables)
+            request(stores.snapshots, tables)
         typer.echo(f"snapshot requested for {', '.join(tables)}")
-        if running:
-            typer.echo(f"the running connector (pid {status['pid']}) performs it")  # type: ignore[index]
+        if status is not None and status.running:
+            typer.echo(f"the running connector (pid {status.pid}) performs it")
             if wait:
-                _follow(store, tables, None)
+                _follow(stores.snapshots, tables, None)
             return
-        sink = ElasticSink(cfg.sink)
-        stop = threading.Event()
+        _run_here(cfg, stores, tables)
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        pipeline = Pipeline(cfg, sink, store, stop=stop)
-        failure: list[BaseException] = []
+def _matching(covered: list[str], patterns: list[str]) -> list[str]:
+    """The mapped tables matching the patterns; exits 2 naming a pattern that matches none."""
+    missing = [p for p in patterns if not fnmatch.filter(covered, p)]
+    if missing:
+        fail(
+            f"no mapped table matches {', '.join(missing)}; mapped tables: "
+            f"{', '.join(covered) or '(none exist)'}",
+            code=2,
+        )
+    return sorted({t for pattern in patterns for t in fnmatch.filter(covered, pattern)})
 
-        def work() -> None:
-            try:
-                pipeline.run(until_caught_up=True)
-            except BaseException as exc:
-                failure.append(exc)
 
-        worker = threading.Thread(target=work, name="pipeline", daemon=True)
-        worker.start()
-        _follow(store, tables, worker)
+def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str]) -> None:
+    """Stream and snapshot in this process until the snapshot is done and the stream caught up."""
+    sink = ElasticSink(cfg.sink)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    pipeline = Pipeline(cfg, sink, stores, stop=stop)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            pipeline.run(until_caught_up=True)
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="pipeline", daemon=True)
+    worker.start()
+    try:
+        _follow(stores.snapshots, tables, worker)
         worker.join()
-        sink.close()
-        if failure and not isinstance(failure[0], Interrupted):
-            raise failure[0]
-        if stop.is_set():
-            typer.echo("interrupted: the next `cdc snapshot` or `cdc run` resumes it")
-            raise typer.Exit(1)
-    except CdcError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     finally:
-        store.close()
+        sink.close()
+    if failure and not isinstance(failure[0], Interrupted):
+        raise failure[0]
+    if stop.is_set():
+        typer.echo("interrupted: the next `cdc snapshot` or `cdc run` resumes it")
+        raise typer.Exit(1)
 
 
 def _next_index(alias: str, current: str) -> str:
@@ -147,11 +128,10 @@ def _next_index(alias: str, current: str) -> str:
 
 
 def _request_rebuild(
-    cfg: ConnectorConfig, store: CheckpointStore, covered: list[str], tables: list[str]
+    cfg: ConnectorConfig, snapshots: SnapshotStore, covered: list[str], tables: list[str]
 ) -> list[str]:
     """Create the new index of every alias the tables feed, and request a snapshot of every
     table feeding those aliases into it. Returns the tables requested."""
-    from cdc.config import TableMapping
 
     def mapping_of(table: str) -> TableMapping:
         mapping = cfg.mapping_for(*table.split(".", 1))
@@ -178,21 +158,19 @@ def _request_rebuild(
                     hint=f"delete it if it is a leftover of an earlier rebuild of {alias}",
                 )
             typer.echo(f"rebuilding {alias}: {current} -> {new} from {', '.join(members)}")
-            for table in members:
-                request(cfg, store, [table], target_index=new)
+            request(snapshots, members, target_index=new)
     finally:
         sink.close()
     return sorted(t for t in covered if mapping_of(t).index in aliases)
 
 
-def _follow(store: object, tables: list[str], worker: threading.Thread | None) -> None:
+def _follow(snapshots: SnapshotStore, tables: list[str], worker: threading.Thread | None) -> None:
     """Print one progress line per table every few seconds until every table is done."""
-    load = store.load_snapshots  # type: ignore[attr-defined]
     started = time.monotonic()
     last_line = 0.0
     while True:
-        states = {t: Progress.from_dict(v) for t, v in load().items() if t in tables}
-        finished = all(states.get(t) and states[t].state in ("done", "failed") for t in tables)
+        states = {t: p for t, p in snapshots.load_all().items() if t in tables}
+        finished = all(t in states and states[t].state in ("done", "failed") for t in tables)
         now = time.monotonic()
         if finished or now - last_line >= 2.0:
             last_line = now

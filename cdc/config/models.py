@@ -400,6 +400,10 @@ class ConnectorConfig(_Model):
                     )
         return tables
 
+    def schemas(self) -> list[str]:
+        """The schema part of every mapping's table pattern, sorted, each once."""
+        return sorted({m.table.split(".", 1)[0] for m in self.tables})
+
     def mapping_for(self, schema: str, table: str) -> TableMapping | None:
         """The first mapping covering `schema.table`, or None if the table is not mapped."""
         for mapping in self.tables:

@@ -30,10 +30,11 @@ from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
 from cdc.errors import CdcError, MappingError
-from cdc.model.checkpoint import MAX_ROW_SLOT, ROW_BITS, CheckpointStore, version
-from cdc.model.events import RowChange, TableSchema
-from cdc.sink.elastic import BulkItem, ItemResult
-from cdc.state.dlq import DeadLetter, DeadLetterQueue, clip_error
+from cdc.model.events import TableSchema
+from cdc.model.letters import DeadLetter, clip_error
+from cdc.model.versions import MAX_ROW_SLOT, counter_of, version
+from cdc.sink.bulk import BulkItem, ItemResult
+from cdc.state.stores import CheckpointStore, DeadLetterQueue
 from cdc.transform.mapping import Action, Mapper
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class DocumentWriter(Protocol):
         self,
         items: Sequence[BulkItem],
         stop: threading.Event | None = None,
-        on_retry: Any = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> list[tuple[BulkItem, ItemResult]]: ...
 
 
@@ -120,11 +121,11 @@ def replay(
     ids: Sequence[str] | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
-    on_retry: Callable[[BaseException, int], None] | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> ReplayReport:
     """Replay every letter, or only those in `ids`, in queue order; see the module docstring.
 
-    `on_outcome` is called for each letter as it is decided, `on_retry` (error, attempt) each
+    `on_outcome` is called for each letter as it is decided, `on_retry` (the error) each
     time a bulk request is retried. Safe while the connector runs. Letters parked after the
     replay started are left for the next one. Raises CdcError when there is no checkpoint to
     take a version from, and lets SourceUnavailable, CheckpointUnavailable and Interrupted
@@ -193,7 +194,7 @@ def _replay_page(
     zone: ZoneInfo,
     mappers: dict[str, Mapper | str],
     stop: threading.Event | None,
-    on_retry: Callable[[BaseException, int], None] | None,
+    on_retry: Callable[[BaseException], None] | None,
     record: Callable[[Outcome], None],
 ) -> None:
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], _Group] = {}
@@ -247,7 +248,7 @@ def _version(floor: int, group: _Group) -> int:
     Without the letter's own counter, a replay run before the checkpoint caught up with the
     letter could lose, as "stale", to a document older than the rejected change.
     """
-    newest = max(letter.version >> ROW_BITS for _, letter in group.letters)
+    newest = max(counter_of(letter.version) for _, letter in group.letters)
     return version(max(floor, newest), MAX_ROW_SLOT)
 
 
@@ -286,7 +287,7 @@ def _prepare(
             group.action = Action("delete", mapper.index, doc_id, None, group.key)
             continue
         try:
-            actions = mapper.map(RowChange(mapper.table, "insert", None, row))
+            actions = mapper.map_row(row)
         except MappingError as exc:
             group.failure = exc.message
             continue

@@ -9,7 +9,7 @@ can normalise MySQL and MariaDB shapes to one document form.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from cdc.model.position import Position
@@ -97,7 +97,7 @@ class Commit:
     position: Position
     timestamp: int
     changes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Row changes of mapped tables the transaction held."""
 
 
 @dataclass(frozen=True, slots=True)

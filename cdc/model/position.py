@@ -1,4 +1,4 @@
-"""Where streaming resumes: a GTID set (preferred) plus binlog file/offset (fallback)."""
+"""Where streaming resumes (a GTID set, preferred, plus binlog file/offset), and the server."""
 
 from __future__ import annotations
 
@@ -45,3 +45,18 @@ class Position:
             file=data.get("file"),
             offset=int(offset) if offset is not None else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """Identity and binlog state of the source server."""
+
+    flavor: Flavor
+    version: str
+    server_id: int
+    server_uuid: str | None
+    gtid_mode: bool
+
+    @property
+    def identity(self) -> str:
+        return self.server_uuid or f"server_id={self.server_id}"

@@ -5,23 +5,22 @@ Requests go through `elastic_transport` with plain `application/json` and
 Elasticsearch 8/9 and OpenSearch 2/3 accept (the official Elasticsearch client's
 `compatible-with` media types are rejected by OpenSearch).
 
-Every document operation carries an external version (design invariant 2). The per-item
-results of `_bulk` are the truth: an item is acknowledged when it succeeded, when it was stale
-(409: the document already holds a newer version), or when a delete found nothing. Items that
-failed with 429/5xx are retried, alone, with capped exponential backoff; items rejected for
-their content are returned to the caller.
+`write` sends `_bulk` requests (the protocol is in `cdc.sink.bulk`) until every item is
+acknowledged or rejected: a failed request, and items that failed with 429/5xx, are retried
+(only the failed items) with capped exponential backoff, forever; rejected items are returned
+to the caller. The index administration the connector needs (create behind an alias, swap an
+alias) is here too. Only the transport's own errors are translated (`SinkUnavailable`); an
+HTTP error status is a `CdcError` unless it says "try again later".
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -36,114 +35,11 @@ from elastic_transport import (
 )
 
 from cdc.config import SinkConfig, TableMapping
-from cdc.errors import CdcError, DocumentRejected, SinkUnavailable, TransientError
-from cdc.transform.mapping import Action
+from cdc.errors import CdcError, SinkUnavailable, TransientError
+from cdc.retry import Backoff
+from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
 log = logging.getLogger(__name__)
-
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class Interrupted(CdcError):
-    """The connector is stopping; the operation was abandoned before it completed."""
-
-
-@dataclass(slots=True)
-class BulkItem:
-    """One encoded document operation plus what the dead-letter path needs to know about it."""
-
-    action: Action
-    version: int
-    table: str
-    gtid: str | None = None
-    id_columns: tuple[str, ...] = ()
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        if not self.body:
-            self.body = encode(self.action, self.version)
-
-
-_META_PREFIXES: dict[tuple[str, str], bytes] = {}
-
-
-def encode(action: Action, version: int) -> bytes:
-    """The two NDJSON lines (one for a delete) of a `_bulk` operation with an external version:
-    `{"<op>":{"_index":...,"_id":...,"version":N,"version_type":"external"}}` and the document.
-
-    Assembled from bytes around a cached per-(op, index) prefix: this runs for every change.
-    """
-    prefix = _META_PREFIXES.get((action.op, action.index))
-    if prefix is None:
-        if len(_META_PREFIXES) > 10_000:
-            _META_PREFIXES.clear()
-        prefix = b'{"%s":{"_index":%s,"_id":' % (action.op.encode(), orjson.dumps(action.index))
-        _META_PREFIXES[(action.op, action.index)] = prefix
-    meta = b'%s%s,"version":%d,"version_type":"external"}}\n' % (
-        prefix,
-        orjson.dumps(action.doc_id),
-        version,
-    )
-    if action.op == "delete":
-        return meta
-    return meta + orjson.dumps(action.source) + b"\n"
-
-
-Outcome = Literal["ok", "stale", "retry", "rejected"]
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """The outcome of one bulk item: `ok`, `stale` (409), `retry` (429/5xx) or `rejected`."""
-
-    outcome: Outcome
-    status: int
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class WriteStats:
-    """Counts over the life of a sink, for logs and metrics."""
-
-    requests: int = 0
-    items_ok: int = 0
-    items_stale: int = 0
-    items_retried: int = 0
-    items_rejected: int = 0
-    by_outcome: dict[str, int] = field(default_factory=dict)
-
-
-_OK = ItemResult("ok", 200)
-"""Every item of a response whose `errors` is false (statuses 200/201, or 404 deletes)."""
-
-
-def classify(item: dict[str, Any]) -> ItemResult:
-    """Turn one entry of a `_bulk` response's `items` into an outcome."""
-    (op, body), *_ = item.items()
-    status = int(body.get("status", 0))
-    error = body.get("error")
-    if 200 <= status < 300:
-        return ItemResult("ok", status)
-    if status == 404 and op == "delete" and not error:
-        return ItemResult("ok", status)
-    reason = _describe(error) if error else f"HTTP {status}"
-    if status == 409:
-        return ItemResult("stale", status, reason)
-    if status in _RETRY_STATUSES:
-        return ItemResult("retry", status, reason)
-    return ItemResult("rejected", status, reason)
-
-
-def _describe(error: Any) -> str:
-    if isinstance(error, dict):
-        kind = error.get("type", "error")
-        reason = error.get("reason", "")
-        cause = error.get("caused_by")
-        text = f"{kind}: {reason}"
-        if isinstance(cause, dict) and cause.get("reason"):
-            text += f" (caused by {cause.get('type')}: {cause.get('reason')})"
-        return text
-    return str(error)
 
 
 def _node(url: str, cfg: SinkConfig) -> NodeConfig:
@@ -183,7 +79,8 @@ class ElasticSink:
             # orjson parses a 1,000-item bulk response about ten times faster than json.
             serializers={"application/json": OrjsonSerializer()},
         )
-        self.stats = WriteStats()
+        self.requests = 0
+        """`_bulk` requests sent."""
         self.on_request: Callable[[float], None] | None = None
         """Called with the duration of every `_bulk` request (metrics)."""
         self.on_items: Callable[[str, int], None] | None = None
@@ -205,15 +102,13 @@ class ElasticSink:
             raise SinkUnavailable(f"Elasticsearch unreachable: {exc.message}") from exc
         except TransportError as exc:
             raise SinkUnavailable(f"Elasticsearch request failed: {exc.message}") from exc
-        except Exception as exc:
-            raise SinkUnavailable(f"Elasticsearch request failed: {exc}") from exc
         return resp.meta.status, resp.body
 
     def _check_status(self, status: int, body: Any, what: str) -> None:
         if status < 300:
             return
-        detail = _describe(body.get("error")) if isinstance(body, dict) else str(body)[:300]
-        if status in _RETRY_STATUSES:
+        detail = describe_error(body.get("error")) if isinstance(body, dict) else str(body)[:300]
+        if status in RETRY_STATUSES:
             raise SinkUnavailable(f"{what}: HTTP {status}: {detail}")
         if status in (401, 403):
             raise CdcError(
@@ -304,7 +199,7 @@ class ElasticSink:
         finally:
             if self.on_request is not None:
                 self.on_request(time.monotonic() - started)
-        self.stats.requests += 1
+        self.requests += 1
         if status == 413 and len(items) > 1:
             half = len(items) // 2
             return self.bulk_once(items[:half]) + self.bulk_once(items[half:])
@@ -315,35 +210,32 @@ class ElasticSink:
         if not isinstance(results, list) or len(results) != len(items):
             raise SinkUnavailable("bulk response does not list one result per item")
         if resp.get("errors") is False:
-            return [_OK] * len(items)
+            return [OK] * len(items)
         return [classify(r) for r in results]
 
     def write(
         self,
         items: Sequence[BulkItem],
         stop: threading.Event | None = None,
-        on_retry: Any = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> list[tuple[BulkItem, ItemResult]]:
         """Write every item until each is acknowledged or rejected; retries transient failures
-        forever with capped exponential backoff and jitter.
+        forever with capped exponential backoff and jitter, calling `on_retry` with each.
 
         Returns the rejected items with their results (empty when all were acknowledged).
         Raises `Interrupted` if `stop` is set while waiting to retry.
         """
         pending = list(items)
         rejected: list[tuple[BulkItem, ItemResult]] = []
-        delay = 0.1
-        attempt = 0
+        backoff = Backoff(first=0.1, cap=self._cfg.max_backoff)
         while pending:
             try:
                 results = self.bulk_once(pending)
             except TransientError as exc:
-                attempt += 1
                 if on_retry is not None:
-                    on_retry(exc, attempt)
-                delay = self._sleep(delay, stop)
+                    on_retry(exc)
+                backoff.wait(stop)
                 continue
-            retry: list[BulkItem] = []
             if self.on_items is not None:
                 counts: dict[str, int] = {}
                 for result in results:
@@ -351,46 +243,21 @@ class ElasticSink:
                     counts[name] = counts.get(name, 0) + 1
                 for name, count in counts.items():
                     self.on_items(name, count)
+            retry: list[BulkItem] = []
             for item, result in zip(pending, results, strict=True):
-                if result.outcome == "ok":
-                    self.stats.items_ok += 1
-                elif result.outcome == "stale":
-                    self.stats.items_stale += 1
-                elif result.outcome == "retry":
-                    self.stats.items_retried += 1
+                if result.outcome == "retry":
                     retry.append(item)
-                else:
-                    self.stats.items_rejected += 1
+                elif result.outcome == "rejected":
                     rejected.append((item, result))
             if retry:
-                attempt += 1
                 if on_retry is not None:
                     first = next(r for r in results if r.outcome == "retry")
-                    on_retry(SinkUnavailable(f"{len(retry)} items failed: {first.error}"), attempt)
-                delay = self._sleep(delay, stop)
+                    on_retry(SinkUnavailable(f"{len(retry)} items failed: {first.error}"))
+                backoff.wait(stop)
             else:
-                delay = 0.1
+                backoff.reset()
             pending = retry
         return rejected
 
-    def _sleep(self, delay: float, stop: threading.Event | None) -> float:
-        wait = delay * random.uniform(0.5, 1.0)
-        if stop is not None:
-            if stop.wait(wait):
-                raise Interrupted("stopping while Elasticsearch was failing")
-        else:
-            time.sleep(wait)
-        return min(delay * 2, self._cfg.max_backoff)
-
     def close(self) -> None:
         self._transport.close()
-
-
-def rejection_error(item: BulkItem, result: ItemResult) -> DocumentRejected:
-    """The fatal error raised when a rejected document cannot be parked elsewhere."""
-    return DocumentRejected(
-        f"Elasticsearch rejected {item.action.op} of document {item.action.doc_id!r} in index "
-        f"{item.action.index!r} (from {item.table}): HTTP {result.status}: {result.error}",
-        hint="fix the index mapping or the table mapping, then restart; the connector resumes "
-        "from the last checkpoint and re-sends this document",
-    )

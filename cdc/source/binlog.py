@@ -41,7 +41,7 @@ from cdc.config import SourceConfig, TableMapping
 from cdc.errors import PositionError, SourceUnavailable
 from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.model.position import Flavor, Position
+from cdc.model.position import Flavor, Position, ServerInfo
 from cdc.source import mysql, rowdecode, tablemaps
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class BinlogSource:
         cfg: SourceConfig,
         mappings: Sequence[TableMapping],
         start: Position,
-        info: mysql.ServerInfo,
+        info: ServerInfo,
     ) -> None:
         self._cfg = cfg
         self._mappings = list(mappings)
@@ -183,7 +183,6 @@ class BinlogSource:
         # transaction and table): the object itself, its schema and its row decoder.
         self._by_map: dict[int, tuple[Any, TableSchema, rowdecode.ImageDecoder | None]] = {}
         self._stream_connects = 0
-        self.events_read = 0
         # A MySQL stream started from a file/offset cannot know the GTIDs executed before it;
         # recording only those it sees would store a partial set, from which the server would
         # resend everything else. Such a stream keeps resuming by file/offset.
@@ -355,7 +354,6 @@ class BinlogSource:
                     raise mysql.translate_error(exc, "reading the binlog") from exc
                 if event is None:
                     raise SourceUnavailable("the server ended the binlog stream")
-                self.events_read += 1
                 if isinstance(event, HeartbeatLogEvent):
                     yield Heartbeat(file=str(event.ident), offset=int(event.packet.log_pos))
                     continue

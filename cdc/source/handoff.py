@@ -1,4 +1,4 @@
-"""The binlog reader thread and the bounded hand-off between it and the pipeline.
+"""The binlog reader thread and the bounded hand-off between it and the main loop.
 
 The source is read on a thread of its own, so that decoding overlaps with the main thread's
 mapping and bulk requests. Events cross over in batches (every event up to a commit or a
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from cdc.model.events import Commit, Event, Heartbeat, RowChange
 
@@ -23,8 +24,8 @@ BATCH_EVENTS = 256
 """Events handed over at once at most; a commit or a heartbeat always ends a batch."""
 
 
-class Source(Protocol):
-    def events(self) -> Any: ...
+class Stream(Protocol):
+    def events(self) -> Iterator[Event]: ...
 
     def interrupt(self) -> None: ...
 
@@ -36,11 +37,11 @@ class Failed:
         self.error = error
 
 
-class Reader:
+class Handoff:
     """Runs `source.events()` on a thread and hands the events over in batches."""
 
     def __init__(
-        self, source: Source, max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES
+        self, source: Stream, max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES
     ) -> None:
         self.source = source
         self._max_events = max_events
@@ -109,7 +110,7 @@ class Reader:
                 batch.append(event)
                 cls = event.__class__
                 if cls is RowChange:
-                    size += event.size
+                    size += event.size  # type: ignore[union-attr]
                 if cls is Commit or cls is Heartbeat or len(batch) >= BATCH_EVENTS:
                     if not self._put((batch, size)):
                         return

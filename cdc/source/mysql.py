@@ -19,15 +19,14 @@ import logging
 import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import pymysql
 
 from cdc.config import SourceConfig
-from cdc.errors import CdcError, PositionError, SourceUnavailable
+from cdc.errors import CdcError, PositionError, SchemaChanged, SourceUnavailable
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.model.position import Flavor, Position
+from cdc.model.position import Flavor, Position, ServerInfo
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,9 @@ _CONNECTION_ERRORS = frozenset({1053, 1152, 1159, 1161, 1927})
 _ACCESS_DENIED = 1045
 _POSITION_UNAVAILABLE = 1236
 _WRONG_OFFSET = 1220
+# A query naming a column the table no longer has, and InnoDB's "table definition has changed,
+# please retry transaction": both mean the table was altered under the reader.
+_SCHEMA_CHANGED = frozenset({1054, 1412})
 _JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 
 
@@ -75,9 +77,11 @@ def translate_error(exc: BaseException, what: str) -> CdcError:
         # 2000 and up are the client's own codes: connection refused, lost, timed out.
         if code in _CONNECTION_ERRORS or code >= 2000:
             return SourceUnavailable(f"{what}: {message} (error {code})")
+        if code in _SCHEMA_CHANGED:
+            return SchemaChanged(f"{what}: {message} (error {code})")
         return CdcError(f"{what}: {message} (error {code})")
     if isinstance(exc, pymysql.err.InterfaceError | OSError | struct.error | EOFError):
-        return SourceUnavailable(f"{what}: connection lost ({exc or type(exc).__name__})")
+        return SourceUnavailable(f"{what}: connection lost ({str(exc) or type(exc).__name__})")
     if isinstance(exc, pymysql.err.MySQLError):
         return CdcError(f"{what}: {exc}")
     raise TypeError(f"not a driver error: {type(exc).__name__}") from exc
@@ -183,21 +187,6 @@ class Session:
 
 
 # -- the server --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """Identity and binlog state of the source server."""
-
-    flavor: Flavor
-    version: str
-    server_id: int
-    server_uuid: str | None
-    gtid_mode: bool
-
-    @property
-    def identity(self) -> str:
-        return self.server_uuid or f"server_id={self.server_id}"
 
 
 def variables(

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 from cdc.errors import CdcError, PositionError
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
-from cdc.model.position import Position
+from cdc.model.lag import transactions_behind
+from cdc.model.position import Position, ServerInfo
 from cdc.source import mysql
-from cdc.source.mysql import Connection, ServerInfo
+from cdc.source.mysql import Connection
 from cdc.source.prereq import POSITION_CHECK, RESET_FIX, Check
 
 _WHAT = "checking the position"
@@ -131,9 +132,6 @@ def _check_mariadb_position(conn: Connection, position: Position) -> Check:
     horizon = _horizon(v, logs)
     state = _mariadb_entries(v.get("gtid_binlog_state", ""))
     last_by_server = {(d, s): seq for d, s, seq in state}
-    last_by_domain: dict[int, int] = {}
-    for d, _, seq in state:
-        last_by_domain[d] = max(seq, last_by_domain.get(d, 0))
 
     unknown = []
     for domain in wanted.domains():
@@ -178,9 +176,7 @@ def _check_mariadb_position(conn: Connection, position: Position) -> Check:
             f"starts after {start_text or 'nothing'}; {_purged(v)}",
             _PURGED_FIX,
         )
-    behind = sum(
-        last - (wanted.get(domain) or (0, 0))[1] for domain, last in last_by_domain.items()
-    )
+    behind = transactions_behind(position, Position("mariadb", v.get("gtid_binlog_pos", "")))
     return _position_check(
         True,
         f"position {position.describe()} is still in the binlogs, {behind} transactions "
@@ -218,7 +214,8 @@ def _check_mysql_gtid_position(conn: Connection, position: Position, v: dict[str
     return _position_check(
         True,
         f"position {_shorten(position.describe())} is still in the binlogs, "
-        f"{unread.count()} transactions behind the server; {horizon}",
+        f"{transactions_behind(position, Position('mysql', str(executed)))} transactions behind "
+        f"the server; {horizon}",
     )
 
 

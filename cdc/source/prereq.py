@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cdc.errors import PositionError, PrerequisiteError
+from cdc.model.position import ServerInfo
 from cdc.source import mysql
-from cdc.source.mysql import Connection, ServerInfo
+from cdc.source.mysql import Connection
 
 log = logging.getLogger(__name__)
 

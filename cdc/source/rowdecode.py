@@ -8,9 +8,10 @@ event's bytes. The library still parses the protocol, the event headers and the 
 only the row data is read here.
 
 The values are exactly the library's (1.0.17), quirks included, because everything downstream
-(`cdc.transform.convert`) is written against them: `tests/unit/test_rowdecode.py` proves it by
-decoding random bytes with both, and `tests/integration/test_rowdecode_mariadb.py` with random rows
-written to a real server. Where the library would raise on bad bytes, so does this decoder.
+(`cdc.transform.convert`) is written against them: `tests/unit/source/test_rowdecode.py` proves it
+by decoding random bytes with both, and `tests/integration/source/test_rowdecode_mariadb.py` with
+random rows written to a real server. Where the library would raise on bad bytes, so does this
+decoder.
 
 Only what the connector needs at speed is compiled: full row images (`binlog_row_image=FULL`,
 which `cdc check` requires) of the column types in `_TEMPLATES`. Anything else (a MINIMAL

@@ -1,20 +1,26 @@
-"""Redis: the only module that talks to Redis (checkpoints now; the dead-letter stream and the
-heartbeat live here too as they arrive).
+"""Redis: the only module that talks to Redis. The four stores of `cdc.state.stores`.
 
 Keys, all namespaced by the configured prefix and the connector name:
 
-    <prefix>:<name>:checkpoint   string: the checkpoint JSON document (see cdc.model.checkpoint)
-    <prefix>:<name>:heartbeat    string with a TTL: the running connector's status (JSON)
-    <prefix>:<name>:snapshots    hash: table (schema.table) -> snapshot progress (JSON)
+    <prefix>:<name>:checkpoint   string: the checkpoint JSON document (`cdc.model.checkpoint`)
+    <prefix>:<name>:heartbeat    string with a TTL: the running connector's status (JSON,
+                                 `cdc.model.status`)
+    <prefix>:<name>:snapshots    hash: table (schema.table) -> snapshot progress (JSON,
+                                 `cdc.model.progress`)
     <prefix>:<name>:dlq          stream: the dead-letter queue, one entry per rejected document
-                                 with one field, `letter` (JSON, see cdc.state.dlq.DeadLetter);
-                                 never trimmed by the connector, only by `cdc dlq replay`/`purge`
+                                 with one field, `letter` (JSON, `cdc.model.letters`); never
+                                 trimmed by the connector, only by `cdc dlq replay`/`purge`
+
+The four stores share one client (a thread-safe connection pool). Redis errors become
+`CheckpointUnavailable` (retried), except for authentication failures, which retrying cannot
+fix.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,26 +28,44 @@ import redis
 
 from cdc.errors import CdcError, CheckpointUnavailable
 from cdc.model.checkpoint import Checkpoint
-from cdc.state.dlq import DeadLetter, Listing, format_id, parse_id
+from cdc.model.letters import DeadLetter, Listing, format_id, parse_id
+from cdc.model.progress import Progress
+from cdc.model.status import Status
+from cdc.state.stores import Stores
 
 
-def checkpoint_key(prefix: str, name: str) -> str:
-    return f"{prefix}:{name}:checkpoint"
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis keys of one connector."""
+
+    checkpoint: str
+    heartbeat: str
+    snapshots: str
+    dlq: str
+
+    @classmethod
+    def of(cls, prefix: str, name: str) -> Keys:
+        base = f"{prefix}:{name}"
+        return cls(f"{base}:checkpoint", f"{base}:heartbeat", f"{base}:snapshots", f"{base}:dlq")
 
 
-def heartbeat_key(prefix: str, name: str) -> str:
-    return f"{prefix}:{name}:heartbeat"
+def open_redis(url: str, prefix: str, name: str, timeout: float = 5.0) -> Stores:
+    """The stores of connector `name` in the Redis at `url`, with socket timeouts of `timeout`
+    seconds. Connects lazily: an unreachable Redis fails the first call, not this one."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
+    keys = Keys.of(prefix, name)
+    return Stores(
+        checkpoints=RedisCheckpoints(client, keys.checkpoint),
+        heartbeats=RedisHeartbeats(client, keys.heartbeat),
+        snapshots=RedisSnapshots(client, keys.snapshots),
+        letters=RedisDeadLetters(client, keys.dlq),
+        backend=client,
+    )
 
 
-def snapshots_key(prefix: str, name: str) -> str:
-    return f"{prefix}:{name}:snapshots"
-
-
-def dlq_key(prefix: str, name: str) -> str:
-    return f"{prefix}:{name}:dlq"
-
-
-def _translate(exc: Exception, what: str) -> CdcError:
+def _translate(exc: redis.RedisError, what: str) -> CdcError:
     if isinstance(exc, redis.AuthenticationError):
         return CdcError(
             f"{what}: {exc}", hint="check the user and password in checkpoint.redis.url"
@@ -51,20 +75,12 @@ def _translate(exc: Exception, what: str) -> CdcError:
     return CheckpointUnavailable(f"{what}: {exc}")
 
 
-class RedisCheckpointStore:
+class RedisCheckpoints:
     """The checkpoint as one Redis string; SET replaces it atomically."""
 
-    def __init__(self, url: str, prefix: str, name: str, timeout: float = 5.0) -> None:
-        self._url = url
-        self.key = checkpoint_key(prefix, name)
-        self.heartbeat_key = heartbeat_key(prefix, name)
-        self.snapshots_key = snapshots_key(prefix, name)
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-        )
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self.key = key
 
     def load(self) -> Checkpoint | None:
         try:
@@ -88,48 +104,61 @@ class RedisCheckpointStore:
         except redis.RedisError as exc:
             raise _translate(exc, f"deleting the checkpoint in Redis ({self.key})") from exc
 
-    def beat(self, status: dict[str, Any], ttl: float) -> None:
+    def describe(self) -> str:
+        return f"Redis key {self.key}"
+
+
+class RedisHeartbeats:
+    """The status as a Redis string that expires after its time to live."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self.key = key
+
+    def beat(self, status: Status, ttl: float) -> None:
         try:
-            self._client.set(self.heartbeat_key, orjson.dumps(status), px=int(ttl * 1000))
+            self._client.set(self.key, orjson.dumps(status.to_dict()), px=int(ttl * 1000))
         except redis.RedisError as exc:
             raise _translate(exc, "writing the heartbeat to Redis") from exc
 
-    def read_status(self) -> dict[str, Any] | None:
+    def read(self) -> Status | None:
         try:
-            data = self._client.get(self.heartbeat_key)
+            data = self._client.get(self.key)
         except redis.RedisError as exc:
             raise _translate(exc, "reading the heartbeat from Redis") from exc
         if data is None:
             return None
         assert isinstance(data, bytes)
-        status = orjson.loads(data)
-        return status if isinstance(status, dict) else None
+        raw = orjson.loads(data)
+        return Status.from_dict(raw) if isinstance(raw, dict) else None
 
-    def load_snapshots(self) -> dict[str, dict[str, Any]]:
+
+class RedisSnapshots:
+    """Snapshot progress as one Redis hash, a field per table."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self.key = key
+
+    def load_all(self) -> dict[str, Progress]:
         try:
-            raw = self._client.hgetall(self.snapshots_key)
+            raw = self._client.hgetall(self.key)
         except redis.RedisError as exc:
             raise _translate(exc, "reading snapshot progress from Redis") from exc
         assert isinstance(raw, dict)
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k)): orjson.loads(v)
-            for k, v in raw.items()
-        }
+        return {_text(k): Progress.from_dict(orjson.loads(v)) for k, v in raw.items()}
 
-    def save_snapshot(self, table: str, state: dict[str, Any] | None) -> None:
+    def save(self, progress: Progress) -> None:
         try:
-            if state is None:
-                self._client.hdel(self.snapshots_key, table)
-            else:
-                self._client.hset(self.snapshots_key, table, orjson.dumps(state))
+            self._client.hset(self.key, progress.table, orjson.dumps(progress.to_dict()))
         except redis.RedisError as exc:
             raise _translate(exc, "writing snapshot progress to Redis") from exc
 
-    def describe(self) -> str:
-        return f"Redis key {self.key}"
-
-    def close(self) -> None:
-        self._client.close()
+    def forget(self, table: str) -> None:
+        try:
+            self._client.hdel(self.key, table)
+        except redis.RedisError as exc:
+            raise _translate(exc, "writing snapshot progress to Redis") from exc
 
 
 # Replace one entry only if it still exists, in one step: a letter replayed or purged by someone
@@ -142,9 +171,8 @@ return false
 """
 
 
-class RedisDeadLetterQueue:
-    """The dead-letter queue as a Redis stream (see `cdc.state.dlq.DeadLetterQueue` for the
-    contract).
+class RedisDeadLetters:
+    """The dead-letter queue as a Redis stream.
 
     Entries are added with XADD and no MAXLEN, so Redis never drops one; a letter is as durable
     as Redis makes any acknowledged write (with AOF, it survives a Redis restart). Purging trims
@@ -152,15 +180,10 @@ class RedisDeadLetterQueue:
     issued twice.
     """
 
-    def __init__(self, url: str, prefix: str, name: str, timeout: float = 5.0) -> None:
-        self.key = dlq_key(prefix, name)
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-        )
-        self._update = self._client.register_script(_UPDATE_SCRIPT)
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._client = client
+        self.key = key
+        self._update = client.register_script(_UPDATE_SCRIPT)
 
     def park(self, letters: Sequence[DeadLetter]) -> builtins.list[str]:
         if not letters:
@@ -223,9 +246,6 @@ class RedisDeadLetterQueue:
 
     def describe(self) -> str:
         return f"Redis stream {self.key}"
-
-    def close(self) -> None:
-        self._client.close()
 
     def _letter(self, entry_id: Any, fields: dict[Any, Any]) -> tuple[str, DeadLetter]:
         letter_id = _text(entry_id)

@@ -259,10 +259,6 @@ class EsStandIn:
             if self._started and self._thread is None:
                 self._serve()
 
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
-
     def _serve(self) -> None:
         server = self._server
         if server is None:

@@ -24,7 +24,7 @@ not hold are expected (e.g. a row inserted already soft-deleted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -56,16 +56,6 @@ class Action:
     """The rendered values of the id columns (`Mapper.id_columns`), to find the row again."""
 
 
-def select_mapping(
-    mappings: Sequence[TableMapping], schema: str, table: str
-) -> TableMapping | None:
-    """The first mapping whose `table` pattern covers `schema.table`, or None."""
-    for mapping in mappings:
-        if mapping.matches(schema, table):
-            return mapping
-    return None
-
-
 class Mapper:
     """Compiled mapping of one TableMapping applied to one TableSchema.
 
@@ -78,6 +68,8 @@ class Mapper:
     def __init__(self, mapping: TableMapping, table: TableSchema, time_zone: ZoneInfo) -> None:
         self.mapping = mapping
         self.table = table
+        self.table_name = table.name
+        """`schema.table`, for counts and dead letters."""
         self.index = mapping.index
         self._where = f"mapping {mapping.table!r} (table {table.name})"
         self._check_columns()
@@ -120,6 +112,11 @@ class Mapper:
                 hint="the table's binlog rows do not match its table map; "
                 "check binlog_row_image=FULL",
             ) from None
+
+    def map_row(self, row: dict[str, Any]) -> list[Action]:
+        """The operations that make the index hold `row` as it is now (a row read by a snapshot
+        or a replay rather than streamed): an index, or a delete when it is soft-deleted."""
+        return self.map(RowChange(self.table, "insert", None, row))
 
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
@@ -306,3 +303,46 @@ def _hex(value: Any) -> str | None:
     if isinstance(value, str):
         value = value.encode("utf-8")
     return bytes(value).hex()
+
+
+class Mappers:
+    """Every mapper the connector uses, built once and found again by identity.
+
+    The binlog source hands out one `TableSchema` object per table map, so a mapper is found by
+    the schema object itself (hashing a whole schema for every row change cost more than
+    mapping the row). A new schema object (after a DDL) gets a new mapper.
+    """
+
+    _LIMIT = 10_000
+
+    def __init__(
+        self,
+        mapping_for: Callable[[str, str], TableMapping | None],
+        time_zone: ZoneInfo,
+    ) -> None:
+        self._mapping_for = mapping_for
+        self._zone = time_zone
+        self._by_schema: dict[int, tuple[TableSchema, Mapper | None]] = {}
+        self._by_mapping: dict[tuple[int, TableSchema], Mapper] = {}
+
+    def of(self, table: TableSchema) -> Mapper | None:
+        """The mapper of a streamed table schema; None when no mapping covers the table."""
+        entry = self._by_schema.get(id(table))
+        if entry is not None and entry[0] is table:
+            return entry[1]
+        mapping = self._mapping_for(table.schema, table.table)
+        mapper = None if mapping is None else Mapper(mapping, table, self._zone)
+        if len(self._by_schema) > self._LIMIT:
+            self._by_schema.clear()
+        self._by_schema[id(table)] = (table, mapper)
+        return mapper
+
+    def with_mapping(self, mapping: TableMapping, table: TableSchema) -> Mapper:
+        """The mapper of `mapping` on a table described by a catalog read (snapshot rows)."""
+        key = (id(mapping), table)
+        mapper = self._by_mapping.get(key)
+        if mapper is None:
+            if len(self._by_mapping) > self._LIMIT:
+                self._by_mapping.clear()
+            mapper = self._by_mapping[key] = Mapper(mapping, table, self._zone)
+        return mapper

@@ -1,0 +1,286 @@
+"""`cdc check`: validate the config and every prerequisite, one line per check.
+
+It checks what the connector needs from the source, the search cluster and the checkpoint
+store, and prints as it goes:
+
+    ✓ name: detail
+    ✗ name: detail — fix      (fatal: the connector would not work)
+    ! name: detail — fix      (a warning: it works, with the limitation named)
+
+It exits 1 when any fatal check failed and 2 when the config is invalid.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from cdc.cli.common import ConfigOption, paragraphs, source
+from cdc.config import ConnectorConfig, load_config
+from cdc.errors import CdcError
+from cdc.model.checkpoint import Checkpoint
+from cdc.model.position import Position
+from cdc.sink.elastic import ElasticSink
+from cdc.source.positions import check_position
+from cdc.source.prereq import Check, check_source
+from cdc.state.backends import open_stores
+
+SUPPORTED = {"Elasticsearch": (8, 9), "OpenSearch": (2, 3)}
+"""Major versions of each distribution the connector is built and tested for."""
+
+CHECK_HELP = paragraphs(
+    "Validate the config and check everything the connector needs, one line per check.",
+    "Source server: connection, version, log_bin, binlog_format ROW, binlog_row_image FULL, "
+    "binlog_row_metadata FULL, no binlog compression, GTID mode, privileges, and whether the "
+    "stored position can still be streamed from. Search cluster: reachable, version, each "
+    "target index present or to be created, field types against index_mappings. Checkpoint "
+    "store: reachable and writable.",
+    "Lines read `✓ name: detail`, `✗ name: detail — fix` (fatal) or `! name: detail — fix` "
+    "(a warning). Exits 1 if any check marked ✗ failed, 2 if the config is invalid.",
+)
+
+
+class _Report:
+    """Prints checks as they complete and remembers whether a fatal one failed."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.warnings = 0
+        self.passed = 0
+
+    def add(self, check: Check) -> Check:
+        if check.ok:
+            self.passed += 1
+            typer.echo(f"✓ {check.name}: {check.detail}")
+        else:
+            mark = "✗" if check.fatal else "!"
+            if check.fatal:
+                self.failed += 1
+            else:
+                self.warnings += 1
+            typer.echo(f"{mark} {check.name}: {check.detail} — {check.fix}".replace("\n", " "))
+        return check
+
+    def ok(self, name: str, detail: str) -> None:
+        self.add(Check(name, True, detail, None))
+
+    def fail(self, name: str, detail: str, fix: str | None, fatal: bool = True) -> None:
+        self.add(Check(name, False, detail, fix or "see the message", fatal))
+
+    def error(self, name: str, exc: CdcError, fix: str) -> None:
+        self.fail(name, exc.message, exc.hint or fix)
+
+
+def check(config: ConfigOption) -> None:
+    """Print one line per prerequisite; exit 1 if a fatal one fails, 2 on a bad config."""
+    report = _Report()
+    try:
+        cfg = load_config(config)
+    except CdcError as exc:
+        report.fail("config", str(exc).replace("\n", "; "), "fix the config file")
+        raise typer.Exit(2) from None
+    mappings = "1 table mapping" if len(cfg.tables) == 1 else f"{len(cfg.tables)} table mappings"
+    report.ok("config", f"{config}: connector {cfg.name!r}, {mappings}")
+    stored = _check_store(cfg, report)
+    _check_source(cfg, report, stored)
+    _check_sink(cfg, report)
+    parts = [f"{report.passed} passed"]
+    if report.failed:
+        parts.append(f"{report.failed} failed")
+    if report.warnings:
+        parts.append(f"{report.warnings} warning{'s' if report.warnings > 1 else ''}")
+    typer.echo(", ".join(parts))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _check_store(cfg: ConnectorConfig, report: _Report) -> Checkpoint | CdcError | None:
+    """Check the store is reachable and writable; returns the stored checkpoint (or the error
+    that kept it from being read)."""
+    try:
+        with open_stores(cfg) as stores:
+            where = stores.checkpoints.describe()
+            stored = stores.checkpoints.load()
+            stores.heartbeats.read()
+    except CdcError as exc:
+        report.error(
+            "checkpoint_store",
+            exc,
+            "check checkpoint.redis.url and that Redis is up"
+            if cfg.checkpoint.redis
+            else "check checkpoint.file.path",
+        )
+        return exc
+    # The write is tried on a scratch checkpoint next to the real one (same prefix, same
+    # directory), so a running connector is not disturbed.
+    if cfg.checkpoint.redis is not None:
+        fix = (
+            "make the Redis user able to write keys under the prefix (and not a read-only replica)"
+        )
+    else:
+        assert cfg.checkpoint.file is not None
+        fix = f"make {cfg.checkpoint.file.path} writable by the connector's user"
+    probe = Checkpoint(Position("mysql", "", "probe", 4), 0).stamped()
+    scratch = open_stores(cfg, name=f"{cfg.name}.check-{os.getpid()}")
+    try:
+        scratch.checkpoints.save(probe)
+        readable = scratch.checkpoints.load() == probe
+        scratch.checkpoints.delete()
+    except CdcError as exc:
+        report.fail("checkpoint_store", f"{where} is readable but not writable: {exc.message}", fix)
+        return stored
+    finally:
+        scratch.close()
+    if not readable:
+        report.fail("checkpoint_store", f"{where}: a test write did not read back", fix)
+    else:
+        report.ok("checkpoint_store", f"{where} is reachable and writable")
+    return stored
+
+
+def _check_source(
+    cfg: ConnectorConfig, report: _Report, stored: Checkpoint | CdcError | None
+) -> None:
+    address = f"{cfg.source.host}:{cfg.source.port}"
+    try:
+        with source(cfg) as (conn, info):
+            report.ok("source", f"connected to {address} as {cfg.source.user} ({info.version})")
+            for result in check_source(conn, info, cfg.schemas()):
+                report.add(result)
+            if isinstance(stored, CdcError):
+                return
+            if stored is None:
+                report.ok(
+                    "position",
+                    "no stored checkpoint: the connector starts at the server's current "
+                    "position (earlier rows need a snapshot)",
+                )
+                return
+            report.add(check_position(conn, info, stored.position))
+    except CdcError as exc:
+        report.error("source", exc, f"check source.host/port ({address}) and that the server is up")
+
+
+def _check_sink(cfg: ConnectorConfig, report: _Report) -> None:
+    urls = ", ".join(cfg.sink.urls)
+    sink = ElasticSink(cfg.sink)
+    try:
+        try:
+            info = sink.info()
+        except CdcError as exc:
+            report.error("sink", exc, f"check sink.urls ({urls}) and that the cluster is up")
+            return
+        _check_version(report, urls, info)
+        for index in sorted({m.index for m in cfg.tables}):
+            _check_index(cfg, sink, report, index)
+    finally:
+        sink.close()
+
+
+def _check_version(report: _Report, urls: str, info: dict[str, Any]) -> None:
+    version = info.get("version") if isinstance(info.get("version"), dict) else {}
+    assert isinstance(version, dict)
+    number = str(version.get("number", "unknown"))
+    product = "OpenSearch" if version.get("distribution") == "opensearch" else "Elasticsearch"
+    found = f"{urls} answers: {product} {number}"
+    try:
+        major = int(number.split(".")[0])
+    except ValueError:
+        major = 0
+    low, high = SUPPORTED[product]
+    if low <= major <= high:
+        report.ok("sink", found)
+    else:
+        report.fail(
+            "sink",
+            f"{found}, which the connector is not tested with",
+            f"use {product} {low}.x to {high}.x",
+            fatal=False,
+        )
+
+
+def _check_index(cfg: ConnectorConfig, sink: ElasticSink, report: _Report, index: str) -> None:
+    name = f"index {index}"
+    mapping = next(m for m in cfg.tables if m.index == index)
+    try:
+        status, _ = sink.request("HEAD", f"/{quote(index)}")
+        if status == 404:
+            if mapping.index_mappings:
+                how = "the configured mappings"
+            else:
+                how = "dynamic mappings (no index_mappings configured)"
+            report.ok(name, f"does not exist yet; the connector creates it with {how}")
+            return
+        if status != 200:
+            report.fail(
+                name, f"HEAD /{index} answered HTTP {status}", "check the user's index privileges"
+            )
+            return
+        if not mapping.index_mappings:
+            report.ok(name, "exists (no index_mappings configured to compare)")
+            return
+        status, body = sink.request("GET", f"/{quote(index)}/_mapping")
+    except CdcError as exc:
+        report.error(name, exc, "check that the cluster is up")
+        return
+    if status != 200 or not isinstance(body, dict):
+        report.fail(
+            name, f"reading its mapping answered HTTP {status}", "check the user's privileges"
+        )
+        return
+    wanted = field_types(mapping.index_mappings)
+    differences: list[str] = []
+    for concrete in sorted(body):
+        actual = field_types((body[concrete] or {}).get("mappings") or {})
+        differences += mapping_differences(wanted, actual, concrete if concrete != index else "")
+    if differences:
+        report.fail(
+            name,
+            f"exists, but its field types differ from index_mappings: {'; '.join(differences)}",
+            "reindex into an index created with the configured mappings, or change "
+            "index_mappings to match (the connector never changes an existing index)",
+            fatal=False,
+        )
+    else:
+        fields = "1 field" if len(wanted) == 1 else f"{len(wanted)} fields"
+        report.ok(name, f"exists; the {fields} of index_mappings have the configured types")
+
+
+def field_types(mappings: dict[str, Any]) -> dict[str, str]:
+    """Dotted field path -> type, from a `mappings` object (`properties`, nested objects)."""
+    types: dict[str, str] = {}
+
+    def walk(properties: dict[str, Any], prefix: str) -> None:
+        for field, spec in properties.items():
+            if not isinstance(spec, dict):
+                continue
+            path = prefix + field
+            children = spec.get("properties")
+            kind = spec.get("type") or ("object" if isinstance(children, dict) else None)
+            if kind:
+                types[path] = str(kind)
+            if isinstance(children, dict):
+                walk(children, path + ".")
+
+    props = mappings.get("properties")
+    if isinstance(props, dict):
+        walk(props, "")
+    return types
+
+
+def mapping_differences(
+    wanted: dict[str, str], actual: dict[str, str], concrete: str = ""
+) -> list[str]:
+    """Human lines for every configured field whose type the index does not have."""
+    where = f" in {concrete}" if concrete else ""
+    out = []
+    for field in sorted(wanted):
+        have = actual.get(field)
+        if have is None:
+            out.append(f"{field} is not mapped{where} (configured {wanted[field]})")
+        elif have != wanted[field]:
+            out.append(f"{field} is {have}{where} (configured {wanted[field]})")
+    return out

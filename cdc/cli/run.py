@@ -1,0 +1,103 @@
+"""`cdc run`: stream until stopped.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, or caught up with `--until-caught-up`);
+1 for a terminal error, logged as one paragraph with its fix, or for a bug, logged with its
+traceback; 2 for a bad config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from cdc.cli.common import ConfigOption, load, setup_logging
+from cdc.engine.pipeline import Pipeline
+from cdc.errors import CdcError, Interrupted
+from cdc.metrics import Metrics
+from cdc.sink.elastic import ElasticSink
+from cdc.state.backends import open_stores
+
+log = logging.getLogger("cdc")
+
+STOP_GRACE_SECONDS = 8.0
+"""After SIGTERM/SIGINT, the longest a stop may take before the connector records the
+acknowledged position and exits anyway."""
+
+
+def run(
+    config: ConfigOption,
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(help="Exit once everything the server had at start is applied."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Stream changes until stopped (SIGINT/SIGTERM stop cleanly after a final checkpoint)."""
+    cfg = load(config)
+    setup_logging(cfg.log_format, log_level.upper())
+    stop = threading.Event()
+    running: list[Pipeline] = []
+
+    def give_up() -> None:
+        for pipeline in running:
+            pipeline.abandon()
+        logging.shutdown()
+        os._exit(0)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        if not stop.is_set():
+            stop.set()
+            # A stop must finish in bounded time even while a request to an unreachable
+            # cluster waits for its timeout: then record what was acknowledged and exit.
+            watchdog = threading.Timer(STOP_GRACE_SECONDS, give_up)
+            watchdog.daemon = True
+            watchdog.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        try:
+            port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s:%d: %s (set metrics.port, or metrics.enabled: false)",
+                cfg.metrics.host,
+                cfg.metrics.port,
+                exc.strerror,
+            )
+            raise typer.Exit(1) from None
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    sink = ElasticSink(cfg.sink)
+    stores = open_stores(cfg)
+    try:
+        pipeline = Pipeline(cfg, sink, stores, stop=stop, metrics=metrics)
+        running.append(pipeline)
+        stats = pipeline.run(until_caught_up=until_caught_up)
+    except Interrupted:
+        log.info("stopped before streaming began")
+        return
+    except CdcError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(1) from None
+    except Exception:
+        log.exception("stopped by an unexpected error (a bug: please report it with this log)")
+        raise typer.Exit(1) from None
+    finally:
+        metrics.close()
+        sink.close()
+        stores.close()
+    log.info(
+        "stopped: %d transactions, %d row changes, %d document operations, %d checkpoints",
+        stats.transactions,
+        stats.changes,
+        stats.actions,
+        stats.checkpoints,
+    )

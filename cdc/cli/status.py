@@ -1,0 +1,182 @@
+"""`cdc status` and `cdc health`: what an operator (or a container) asks a running connector.
+
+- `status` reads the heartbeat the running connector keeps in its store (state, since when,
+  counts, degraded links, last error), the stored checkpoint, the dead-letter queue's size,
+  and how far the checkpoint is behind the source server.
+- `health` turns the heartbeat into an exit code for a container HEALTHCHECK: 0 when a
+  connector is alive and running (or degraded), 1 otherwise. It only reads the store, with
+  one-second timeouts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NoReturn
+
+import orjson
+import typer
+
+from cdc.cli.common import (
+    ConfigOption,
+    JsonOption,
+    ago,
+    describe_runner,
+    duration,
+    load,
+    paragraphs,
+    reported,
+    source,
+    when,
+)
+from cdc.config import ConnectorConfig, load_config
+from cdc.errors import CdcError
+from cdc.model.checkpoint import Checkpoint
+from cdc.model.lag import Behind, measure_behind
+from cdc.model.status import Status
+from cdc.source.mysql import binary_logs, current_position
+from cdc.state.backends import open_stores
+from cdc.state.stores import DeadLetterQueue
+
+HEALTH_TIMEOUT = 1.0
+"""Seconds `cdc health` waits for the store: a HEALTHCHECK must answer quickly."""
+
+STATUS_HELP = paragraphs(
+    "Show whether the connector runs, since when, its position and lag, the last error, the "
+    "dead-letter queue size, row changes per table and degraded links.",
+    "Running or not comes from the heartbeat the connector keeps in its checkpoint store; the "
+    "lag is measured against the source server when it answers.",
+)
+HEALTH_HELP = paragraphs(
+    "Exit 0 when the connector's heartbeat is alive and it is running (or degraded: a link "
+    "is down and being retried), 1 otherwise, printing one line that says why.",
+    "Made for a container HEALTHCHECK: it only reads the checkpoint store, with one-second "
+    "timeouts.",
+)
+
+
+def status(config: ConfigOption, json: JsonOption = False) -> None:
+    """Print the connector's state, position, lag, errors and counts."""
+    cfg = load(config)
+    report: dict[str, Any] = {"name": cfg.name}
+    with reported(), open_stores(cfg) as stores:
+        report["store"] = stores.checkpoints.describe()
+        heartbeat = stores.heartbeats.read()
+        checkpoint = stores.checkpoints.load()
+        report["dead_letters"], report["dead_letters_error"] = _dlq_size(stores.letters)
+    report["running"] = heartbeat is not None and heartbeat.running
+    report["state"] = heartbeat.state if heartbeat else "not running"
+    report["heartbeat"] = heartbeat.to_dict() if heartbeat else None
+    report["checkpoint"] = checkpoint.to_dict() if checkpoint else None
+    behind, report["behind_error"] = _behind(cfg, checkpoint)
+    report["behind"] = (
+        {
+            "transactions": behind.transactions,
+            "bytes": behind.bytes,
+            "seconds": behind.seconds,
+            "file_purged": behind.file_purged,
+        }
+        if behind
+        else None
+    )
+    if json:
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_status(report, heartbeat, checkpoint, behind)
+
+
+def _behind(
+    cfg: ConnectorConfig, checkpoint: Checkpoint | None
+) -> tuple[Behind | None, str | None]:
+    if checkpoint is None:
+        return None, None
+    try:
+        with source(cfg) as (conn, info):
+            if checkpoint.position.flavor != info.flavor:
+                return None, f"the checkpoint is for a {checkpoint.position.flavor} server"
+            now = current_position(conn, info)
+            return measure_behind(checkpoint, now, binary_logs(conn), time.time()), None
+    except CdcError as exc:
+        return None, exc.message
+
+
+def _dlq_size(letters: DeadLetterQueue) -> tuple[int | None, str | None]:
+    try:
+        return letters.size(), None
+    except CdcError as exc:
+        return None, exc.message
+
+
+def _print_status(
+    report: dict[str, Any],
+    heartbeat: Status | None,
+    checkpoint: Checkpoint | None,
+    behind: Behind | None,
+) -> None:
+    typer.echo(f"connector {report['name']} ({report['store']})")
+    if heartbeat is None:
+        typer.echo("  state        not running (no heartbeat)")
+    elif heartbeat.running:
+        typer.echo(f"  state        {heartbeat.state} ({describe_runner(heartbeat)})")
+        started = heartbeat.started_at
+        typer.echo(f"  since        {when(started)} ({duration(time.time() - started)})")
+    else:
+        stopped = heartbeat.updated_at
+        typer.echo(f"  state        {heartbeat.state} at {when(stopped)} ({ago(stopped)})")
+    if checkpoint is None:
+        typer.echo("  position     none stored (the connector starts at the server's position)")
+    else:
+        written = ago(checkpoint.written_at) if checkpoint.written_at else "at an unknown time"
+        typer.echo(f"  position     {checkpoint.position.describe()} (saved {written})")
+    if behind is not None:
+        typer.echo(f"  lag          {behind.describe()}")
+    elif report["behind_error"]:
+        typer.echo(f"  lag          unknown ({report['behind_error']})")
+    if heartbeat and heartbeat.lag_seconds is not None and heartbeat.running:
+        typer.echo(f"  stream lag   {heartbeat.lag_seconds:.1f} s (reported by the connector)")
+    last_error = heartbeat.last_error if heartbeat else None
+    typer.echo(f"  last error   {last_error or 'none'}")
+    if report["dead_letters"] is not None:
+        typer.echo(f"  dead letters {report['dead_letters']}")
+    else:
+        typer.echo(f"  dead letters unknown ({report['dead_letters_error']})")
+    if heartbeat is None:
+        return
+    degraded = heartbeat.degraded
+    typer.echo(f"  degraded     {', '.join(degraded) if degraded else 'none'}")
+    run = "this run" if heartbeat.running else "last run"
+    typer.echo(
+        f"  {run}     {heartbeat.transactions} transactions, {heartbeat.changes} row changes, "
+        f"{heartbeat.actions} document operations, {heartbeat.reconnects} reconnects"
+    )
+    for table in sorted(heartbeat.by_table):
+        typer.echo(f"    {table}  {heartbeat.by_table[table]} row changes")
+
+
+def health(config: ConfigOption) -> None:
+    """Exit 0 if a live heartbeat says running or degraded, else 1; one line says why."""
+    try:
+        cfg = load_config(config)
+    except CdcError as exc:
+        _unhealthy(f"the config is invalid: {exc.message}")
+    try:
+        with open_stores(cfg, HEALTH_TIMEOUT) as stores:
+            heartbeat = stores.heartbeats.read()
+            where = stores.checkpoints.describe()
+    except CdcError as exc:
+        _unhealthy(f"cannot read the heartbeat: {exc.message}")
+    if heartbeat is None:
+        _unhealthy(f"no heartbeat next to {where}: the connector is not running")
+    if not heartbeat.running:
+        error = heartbeat.last_error
+        _unhealthy(
+            f"the connector {heartbeat.state} {ago(heartbeat.updated_at)}"
+            + (f"; last error: {error}" if error else "")
+        )
+    degraded = heartbeat.degraded
+    state = f"degraded ({', '.join(degraded)} unavailable)" if degraded else "running"
+    typer.echo(f"healthy: {state}, {describe_runner(heartbeat)}")
+
+
+def _unhealthy(reason: str) -> NoReturn:
+    typer.echo(f"unhealthy: {reason}".replace("\n", " "), err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,367 @@
+"""The main loop: events in, versioned bulk items out, checkpoints behind them.
+
+For each event of the feed (one source connection's worth, see `cdc.source.handoff`):
+
+- Begin opens a transaction; each row change becomes document operations (`Mappers`), each
+  with the next external version (`Versions`), appended to the batch (and to a rebuild's new
+  index too);
+- Commit closes it; the checkpoint can move to it once everything before it is acknowledged;
+- Heartbeat says the server is idle (and how far it has sent).
+
+The batch is sent when it holds `sink.bulk.max_actions` operations or `max_bytes` bytes, when
+its oldest operation has waited `flush_interval_ms`, and whenever the feed runs dry. Rejected
+documents are parked in the dead-letter queue before the checkpoint can pass them. The
+acknowledged checkpoint goes to the recorder at most every `checkpoint.interval_ms` or
+`max_transactions`. See docs/design.md for the invariants this keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from cdc.config import ConnectorConfig
+from cdc.engine.batch import Batch, Versions
+from cdc.engine.ports import Sink
+from cdc.engine.snapshots import Snapshots
+from cdc.errors import CdcError, Interrupted
+from cdc.metrics import Metrics
+from cdc.model.checkpoint import Checkpoint
+from cdc.model.events import Begin, Commit, Event, Heartbeat, RowChange
+from cdc.model.lag import reached
+from cdc.model.letters import DeadLetter, clip_error
+from cdc.model.position import Position
+from cdc.retry import Outage, retry
+from cdc.sink.bulk import BulkItem, ItemResult, rejection_error
+from cdc.source.handoff import Failed
+from cdc.state.stores import DeadLetterQueue
+from cdc.transform.mapping import Mappers
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_SECONDS = 5.0
+"""How long the last batch may take to be sent once stopping."""
+
+
+class Feed(Protocol):
+    """Where the loop takes events from (`cdc.source.handoff.Handoff`)."""
+
+    def get(self, timeout: float) -> list[Event] | Failed | None:
+        """Every event available, in order; the source's failure once the events before it
+        were taken; None when nothing came within `timeout` seconds."""
+        ...
+
+    def empty(self) -> bool: ...
+
+
+class Recorder(Protocol):
+    """Where acknowledged checkpoints go (`cdc.engine.recorder.Recorder`)."""
+
+    failure: CdcError | None
+    """Set when the recorder stopped on an error retrying cannot fix."""
+
+    def offer(self, checkpoint: Checkpoint) -> None: ...
+
+
+@dataclass
+class Outages:
+    """The links the connector depends on, each announcing its outages once."""
+
+    source: Outage
+    sink: Outage
+    store: Outage
+
+    def down(self) -> list[str]:
+        """The components that are unavailable now."""
+        return [o.component for o in (self.source, self.sink, self.store) if o.down]
+
+
+@dataclass
+class RunStats:
+    """What a run did, for logs, tests and metrics."""
+
+    transactions: int = 0
+    changes: int = 0
+    actions: int = 0
+    checkpoints: int = 0
+    reconnects: int = 0
+    dead_letters: int = 0
+    snapshot_rows: int = 0
+    by_table: dict[str, int] = field(default_factory=dict)
+
+
+class Loop:
+    """Turns events into acknowledged checkpoints; the state survives reconnects."""
+
+    def __init__(
+        self,
+        cfg: ConnectorConfig,
+        start: Checkpoint,
+        sink: Sink,
+        recorder: Recorder,
+        letters: DeadLetterQueue,
+        outages: Outages,
+        metrics: Metrics,
+        stop: threading.Event,
+        mappers: Mappers,
+        snapshots: Snapshots | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cfg = cfg
+        self._sink = sink
+        self._recorder = recorder
+        self._letters = letters
+        self._outages = outages
+        self._metrics = metrics
+        self._stop = stop
+        self._mappers = mappers
+        self._snapshots = snapshots
+        self._clock = clock
+        self._flush_interval = cfg.sink.bulk.flush_interval_ms / 1000
+        self.stats = RunStats()
+        self.versions = Versions(start.counter)
+        self.batch = Batch()
+        self.position: Position = start.position
+        """Where the next connection resumes: the last commit read."""
+        self.acked = start
+        """The last checkpoint whose every change Elasticsearch acknowledged."""
+        self._server = start.server
+        self._commit: Commit | None = None
+        """The last commit read that is not acknowledged yet."""
+        self._offered: Checkpoint | None = None
+        self._offered_at = float("-inf")
+        self._acked_since_offer = 0
+        self._counts: dict[tuple[str, str], int] = {}
+        """Row changes by (table, op) since the last commit, published at commits."""
+        self._change_counters: dict[tuple[str, str], Any] = {}
+        self.event_time = 0
+        """Commit time of the last transaction read (seconds since the epoch)."""
+        self.caught_up = False
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def consume(self, feed: Feed, target: Position | None) -> BaseException | None:
+        """Process events until stopped, caught up with `target` (None: never), or the feed
+        fails; returns the failure."""
+        cfg = self._cfg.sink.bulk
+        healthy = False
+        batch = self.batch
+        while not self._stop.is_set():
+            timeout = self._flush_interval
+            if batch:
+                timeout = max(0.0, batch.started + self._flush_interval - self._clock())
+            events = feed.get(timeout)
+            if isinstance(events, Failed):
+                return events.error
+            if self._recorder.failure is not None:
+                raise self._recorder.failure
+            idle = events is None
+            if events is not None:
+                self.caught_up = False  # until this list is done (it may take a while)
+                if not healthy:
+                    healthy = True
+                    self._outages.source.recovered()
+                for event in events:
+                    cls = event.__class__
+                    if cls is RowChange:
+                        self._change(event)  # type: ignore[arg-type]
+                    elif cls is Begin:
+                        self.versions.begin(event.gtid)  # type: ignore[union-attr]
+                        batch.close_transaction()
+                    elif cls is Commit:
+                        self._commit_read(event)  # type: ignore[arg-type]
+                        if batch.due(self._clock(), self._flush_interval):
+                            self.flush()
+                    elif cls is Heartbeat:
+                        idle = True
+                        if self._snapshots is not None:
+                            self._snapshots.reached(event.file, event.offset)  # type: ignore[union-attr]
+                    if batch.full(cfg.max_actions, cfg.max_bytes):
+                        self.flush()
+            self.caught_up = idle and feed.empty() and not batch
+            if self._snapshots is not None and not self.versions.open:
+                self._add_chunks()
+            if batch.full(cfg.max_actions, cfg.max_bytes) or batch.due(
+                self._clock(), self._flush_interval
+            ):
+                self.flush()
+            if idle and feed.empty():
+                self.flush()
+                self.offer()
+                if target is not None and self._done(target):
+                    return None
+        return None
+
+    def _done(self, target: Position) -> bool:
+        return reached(self.acked.position, target) and (
+            self._snapshots is None or self._snapshots.quiet()
+        )
+
+    def _change(self, change: RowChange) -> None:
+        mapper = self._mappers.of(change.table)
+        if mapper is None:
+            return
+        name = mapper.table_name
+        self.stats.changes += 1
+        key = (name, change.op)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        versions = self.versions
+        gtid = versions.gtid
+        rebuilds = self._snapshots.rebuilds if self._snapshots is not None else None
+        now = self._clock()
+        for action in mapper.map(change):
+            item = BulkItem(action, versions.next(name), name, gtid, mapper.id_columns)
+            self.batch.add(item, now)
+            self.stats.actions += 1
+            target = rebuilds.get(action.index) if rebuilds else None
+            if target is not None:
+                twin = replace(action, index=target)
+                self.batch.add(BulkItem(twin, item.version, name, gtid, mapper.id_columns), now)
+
+    def _commit_read(self, commit: Commit) -> None:
+        counter = self.versions.commit()
+        self.position = commit.position
+        self._commit = commit
+        if self._snapshots is not None:
+            self._snapshots.committed(commit.position.file, commit.position.offset, counter)
+        self.batch.close_transaction()
+        self.stats.transactions += 1
+        self._metrics.transactions.inc()
+        if self._counts:
+            self._count_changes()
+        self.event_time = commit.timestamp
+        if not self.batch:
+            self._acknowledge()
+
+    def _count_changes(self) -> None:
+        """Publish the row changes counted since the last commit (stats and metrics)."""
+        for (name, op), count in self._counts.items():
+            self.stats.by_table[name] = self.stats.by_table.get(name, 0) + count
+            counter = self._change_counters.get((name, op))
+            if counter is None:
+                counter = self._change_counters[(name, op)] = self._metrics.changes.labels(name, op)
+            counter.inc(count)
+        self._counts.clear()
+
+    def _add_chunks(self) -> None:
+        assert self._snapshots is not None
+        items = self._snapshots.ready(self._clock())
+        if items:
+            now = self._clock()
+            for item in items:
+                self.batch.add(item, now)
+            self.batch.close_transaction()
+
+    def drop_open_transaction(self) -> None:
+        """A transaction half-read when the link broke is discarded; it is read again whole."""
+        if self.versions.open:
+            self.batch.drop_open()
+        self.versions.drop()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send the batch (the open transaction's operations too: big transactions must not
+        pile up; the checkpoint still moves only to the last commit) and park what is
+        rejected, then acknowledge the last commit."""
+        if not self.batch:
+            return
+        rejected = self._sink.write(
+            self.batch.take(), stop=self._stop, on_retry=self._outages.sink.failed
+        )
+        self._outages.sink.recovered()
+        if rejected:
+            self._park(rejected)
+        self._acknowledge()
+        if self._snapshots is not None:
+            self.stats.snapshot_rows += self._snapshots.acknowledged()
+
+    def _park(self, rejected: list[tuple[BulkItem, ItemResult]]) -> None:
+        """Park rejected documents in the dead-letter queue, durably, before the checkpoint can
+        move past them; or stop, when so configured."""
+        item, result = rejected[0]
+        if self._cfg.sink.on_rejected == "fail":
+            raise rejection_error(item, result)
+        letters = [dead_letter(i, r) for i, r in rejected]
+        retry(lambda: self._letters.park(letters), self._outages.store, self._stop)
+        self.stats.dead_letters += len(letters)
+        self._metrics.dead_letters.inc(len(letters))
+        log.warning(
+            "parked %d rejected document(s) in the dead-letter queue; first: %s %s/%s from %s: %s",
+            len(letters),
+            item.action.op,
+            item.action.index,
+            item.action.doc_id,
+            item.table,
+            result.error,
+        )
+
+    def _acknowledge(self) -> None:
+        commit = self._commit
+        if commit is None:
+            return
+        self.acked = Checkpoint(
+            position=commit.position,
+            counter=self.versions.committed,
+            server=self._server,
+            event_time=commit.timestamp,
+        )
+        self._acked_since_offer += 1
+        self._commit = None
+        self.offer()
+
+    def offer(self, force: bool = False) -> None:
+        """Hand the acknowledged checkpoint to the recorder when one is due: at most every
+        `interval_ms` or `max_transactions`, and always when forced (shutdown)."""
+        acked = self.acked
+        if acked == self._offered:
+            return
+        cfg = self._cfg.checkpoint
+        due = (
+            force
+            or self._acked_since_offer >= cfg.max_transactions
+            or (self._clock() - self._offered_at) * 1000 >= cfg.interval_ms
+        )
+        if not due:
+            return
+        self._recorder.offer(acked)
+        self._offered = acked
+        self._offered_at = self._clock()
+        self._acked_since_offer = 0
+
+    def shutdown_flush(self) -> None:
+        """On stop, send what is pending (for a bounded time: the sink gives up when
+        Elasticsearch is down) so the final checkpoint covers as much as possible."""
+        if not self.batch:
+            return
+        # Let the final flush try once more even though stop is set.
+        pending_stop = threading.Event()
+        timer = threading.Timer(SHUTDOWN_FLUSH_SECONDS, pending_stop.set)
+        timer.start()
+        try:
+            if not self._sink.write(self.batch.items, stop=pending_stop):
+                self.batch.take()
+                self._acknowledge()
+        except Interrupted:
+            log.warning("Elasticsearch did not acknowledge the last batch before shutdown")
+        finally:
+            timer.cancel()
+
+
+def dead_letter(item: BulkItem, result: ItemResult) -> DeadLetter:
+    """The dead letter of a rejected bulk item."""
+    return DeadLetter(
+        op=item.action.op,
+        index=item.action.index,
+        doc_id=item.action.doc_id,
+        table=item.table,
+        key=dict(zip(item.id_columns, item.action.key, strict=False)),
+        error=clip_error(result.error or f"HTTP {result.status}"),
+        status=result.status,
+        version=item.version,
+        gtid=item.gtid,
+    )

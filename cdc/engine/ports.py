@@ -1,0 +1,106 @@
+"""The small Protocols the engine is written against: the source, the sink, and row reads.
+
+The real implementations are `cdc.source.server.MysqlSource`, `cdc.sink.elastic.ElasticSink`
+and `cdc.source.rows.RowReader`; the stores are `cdc.state.stores.Stores`. Unit tests drive
+the engine with fakes of these (`tests/unit/engine`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from cdc.config import TableMapping
+from cdc.model.events import Event, TableSchema
+from cdc.model.position import Position, ServerInfo
+from cdc.sink.bulk import BulkItem, ItemResult
+
+
+class EventStream(Protocol):
+    """One connection's worth of binlog events from a start position."""
+
+    def events(self) -> Iterator[Event]:
+        """Events in binlog order; raises `SourceUnavailable` when the link breaks (then a new
+        stream is opened from the last commit)."""
+        ...
+
+    def interrupt(self) -> None:
+        """Unblock a read in progress, from another thread (used when stopping)."""
+        ...
+
+
+class Rows(Protocol):
+    """Current rows of the source, in the value shapes the binlog stream produces."""
+
+    def table_schema(self, schema: str, table: str) -> TableSchema: ...
+
+    def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None: ...
+
+    def estimate_rows(self, schema: str, table: str) -> int: ...
+
+    def list_tables(self) -> list[str]: ...
+
+    def consistent_chunk(
+        self,
+        schema: str,
+        table: str,
+        key_columns: Sequence[str],
+        after: tuple[Any, ...] | None,
+        limit: int,
+    ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]: ...
+
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    """The source server, as the engine sees it."""
+
+    def inspect(self) -> tuple[ServerInfo, Position]:
+        """Refuse a server that lacks a prerequisite (`PrerequisiteError`); else its identity
+        and current position."""
+        ...
+
+    def check_position(self, info: ServerInfo, position: Position) -> None:
+        """Raise `PositionError` unless streaming can resume from `position`."""
+        ...
+
+    def stream(self, start: Position, info: ServerInfo) -> EventStream:
+        """A stream of the committed changes after `start`."""
+        ...
+
+    def rows(self) -> Rows:
+        """A reader of current rows (one connection; the caller closes it)."""
+        ...
+
+
+class Sink(Protocol):
+    """The search cluster, as the engine sees it."""
+
+    on_request: Callable[[float], None] | None
+    """Called with the duration of every `_bulk` request (metrics)."""
+    on_items: Callable[[str, int], None] | None
+    """Called with (outcome, count) after every `_bulk` response (metrics)."""
+
+    def write(
+        self,
+        items: Sequence[BulkItem],
+        stop: threading.Event | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> list[tuple[BulkItem, ItemResult]]:
+        """Write every item until each is acknowledged or rejected, retrying transient failures
+        (each reported to `on_retry`) until `stop` is set (`Interrupted`). Returns the
+        rejected items."""
+        ...
+
+    def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
+        """Create the missing target indices (idempotent)."""
+        ...
+
+    def alias_target(self, alias: str) -> str | None:
+        """The index an alias points at; None when `alias` is a concrete index (or missing)."""
+        ...
+
+    def swap_alias(self, alias: str, old: str, new: str) -> None:
+        """Move `alias` from index `old` to index `new` in one atomic step."""
+        ...

@@ -1,0 +1,70 @@
+"""The status a running connector publishes in its heartbeat, for `cdc status` and `cdc health`.
+
+The connector writes it every few seconds with a time to live (`cdc.state` stores it), and once
+more, marked `stopped`, when it ends; `cdc health` turns it into an exit code. It is stored as
+JSON (`to_dict`); `from_dict` reads what any version wrote, leaving out what it does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from cdc.model.position import Position
+from cdc.model.progress import Progress
+
+State = Literal["running", "degraded", "stopped"]
+
+
+@dataclass(frozen=True)
+class Status:
+    """One connector process, as its last heartbeat described it."""
+
+    name: str = ""
+    state: State = "stopped"
+    """`running`; `degraded` while a link is down and being retried; `stopped` after it ended."""
+    pid: int | None = None
+    host: str | None = None
+    started_at: float = 0.0
+    """When the process started (seconds since the epoch)."""
+    updated_at: float = 0.0
+    """When this status was written."""
+    lag_seconds: float | None = None
+    """Seconds between the commit of the last transaction read and now; 0 when caught up."""
+    degraded: list[str] = field(default_factory=list)
+    """The links that are down (`MySQL binlog stream`, `Elasticsearch`, `checkpoint store`)."""
+    position: Position | None = None
+    """The last acknowledged position."""
+    counter: int | None = None
+    event_time: int | None = None
+    last_error: str | None = None
+    transactions: int = 0
+    changes: int = 0
+    actions: int = 0
+    dead_letters: int = 0
+    reconnects: int = 0
+    by_table: dict[str, int] = field(default_factory=dict)
+    """Row changes read in this run, by `schema.table`."""
+    snapshot: Progress | None = None
+    """The snapshot last worked on in this run."""
+
+    @property
+    def running(self) -> bool:
+        """True while the process runs (possibly degraded)."""
+        return self.state in ("running", "degraded")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["position"] = self.position.to_dict() if self.position else None
+        data["snapshot"] = self.snapshot.to_dict() if self.snapshot else None
+        return data
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Status:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in raw.items() if k in known and v is not None}
+        if isinstance(data.get("position"), dict):
+            data["position"] = Position.from_dict(data["position"])
+        if isinstance(data.get("snapshot"), dict):
+            data["snapshot"] = Progress.from_dict(data["snapshot"])
+        return cls(**data)

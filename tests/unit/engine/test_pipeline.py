@@ -1,0 +1,82 @@
+"""The supervised stream, with a played binlog instead of a server: it reconnects after a broken
+link from the last commit, re-reads the cut transaction whole, and ends caught up with the
+checkpoint at the server's position."""
+
+from __future__ import annotations
+
+import threading
+
+from fakes import FakeSink, FakeSource, PlayedBinlog, config, insert, position, transaction, update
+
+from cdc.engine.pipeline import Pipeline
+from cdc.model.checkpoint import Checkpoint
+from cdc.model.versions import version
+from cdc.testing.memory import Memory, memory_stores
+
+BINLOG = [
+    transaction(1, insert(1, "a"), insert(2, "b")),
+    transaction(2, update(1, "a2")),
+    transaction(3, insert(3, "c"), update(2, "b2"), insert(4, "d")),
+    transaction(4, update(3, "c2")),
+]
+
+
+def _run(binlog: PlayedBinlog, memory: Memory) -> tuple[Pipeline, FakeSink]:
+    sink = FakeSink()
+    stop = threading.Event()
+    timer = threading.Timer(20, stop.set)
+    timer.start()
+    try:
+        cfg = config(sink={"bulk": {"flush_interval_ms": 20}}, checkpoint={"interval_ms": 1})
+        pipeline = Pipeline(cfg, sink, memory_stores(memory), stop=stop, source=FakeSource(binlog))
+        pipeline.run(until_caught_up=True)
+    finally:
+        timer.cancel()
+    assert not stop.is_set(), "the run did not catch up"
+    return pipeline, sink
+
+
+def test_a_stream_cut_inside_a_transaction_resumes_after_the_last_commit() -> None:
+    memory = Memory()
+    memory.checkpoint = Checkpoint(position(0), counter=40, written_at=1.0)
+    # The first connection breaks after the second row of transaction 3 (event 9 of 14).
+    binlog = PlayedBinlog(BINLOG, cut_after=9, cuts=1)
+
+    pipeline, sink = _run(binlog, memory)
+
+    assert binlog.streams == [position(0), position(2)]
+    assert pipeline.stats.reconnects == 1
+    assert pipeline.stats.transactions == 4
+    assert sink.live() == {
+        "1": {"id": 1, "name": "a2"},
+        "2": {"id": 2, "name": "b2"},
+        "3": {"id": 3, "name": "c2"},
+        "4": {"id": 4, "name": "d"},
+    }
+    # Every operation has its binlog version; the cut transaction's first two rows were read
+    # twice and got the same versions both times.
+    assert {(i.action.doc_id, i.version) for i in sink.sent()} == {
+        ("1", version(41, 0)),
+        ("2", version(41, 1)),
+        ("1", version(42, 0)),
+        ("3", version(43, 0)),
+        ("2", version(43, 1)),
+        ("4", version(43, 2)),
+        ("3", version(44, 0)),
+    }
+    assert memory.checkpoint is not None
+    assert (memory.checkpoint.position, memory.checkpoint.counter) == (position(4), 44)
+    assert memory.heartbeat is not None and memory.heartbeat[0].state == "stopped"
+
+
+def test_a_first_run_starts_at_the_server_position_and_records_it_at_once() -> None:
+    memory = Memory()
+    binlog = PlayedBinlog(BINLOG)
+
+    pipeline, sink = _run(binlog, memory)
+
+    assert binlog.streams == [position(4)]  # earlier rows are not streamed
+    assert sink.sent() == []
+    assert memory.saved[0].position == position(4)
+    assert memory.saved[0].written_at > 0
+    assert pipeline.stats.transactions == 0
