@@ -203,9 +203,6 @@ class NoRows:
     def list_tables(self) -> list[str]:
         return ["shop.items"]
 
-    def table_schema(self, schema: str, table: str) -> TableSchema:
-        raise AssertionError("nothing is snapshotted")
-
     def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None:
         raise AssertionError("nothing is snapshotted")
 

@@ -52,11 +52,16 @@ def paragraphs(*texts: str) -> str:
 # -- errors --------------------------------------------------------------------------------------
 
 
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    """Print `error: message — hint` on stderr and exit with `code`."""
+def error(message: str, hint: str | None = None) -> None:
+    """Print `error: message — hint` on stderr (a line per line of `message`)."""
     lines = [line for line in message.splitlines() if line.strip()] or [message]
     text = "\n".join(f"error: {line}" for line in lines)
     typer.echo(text + (f" — {' '.join(hint.split())}" if hint else ""), err=True)
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    """Print `error: message — hint` on stderr and exit with `code`."""
+    error(message, hint)
     raise typer.Exit(code)
 
 

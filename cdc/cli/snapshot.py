@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cdc.cli.common import ConfigOption, fail, load, reported, setup_command_logging
+from cdc.cli.common import ConfigOption, error, fail, load, reported, setup_command_logging
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.pipeline import Pipeline
 from cdc.engine.snapshotter import request, resolve_tables
@@ -180,7 +180,9 @@ def _follow(snapshots: SnapshotStore, tables: list[str], worker: threading.Threa
             failed = [t for t in tables if states[t].state == "failed"]
             if failed:
                 for t in failed:
-                    typer.echo(f"error: {t}: {states[t].error}", err=True)
+                    # The stored error is a CdcError's text: the message, then "Fix: <hint>".
+                    message, _, hint = (states[t].error or "failed").partition("\nFix: ")
+                    error(f"{t}: {message}", hint or None)
                 raise typer.Exit(1)
             if worker is None or not worker.is_alive():
                 return

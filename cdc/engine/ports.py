@@ -1,8 +1,8 @@
 """The small Protocols the engine is written against: the source, the sink, and row reads.
 
 The real implementations are `cdc.source.server.MysqlSource`, `cdc.sink.elastic.ElasticSink`
-and `cdc.source.rows.RowReader`; the stores are `cdc.state.stores.Stores`. Unit tests drive
-the engine with fakes of these (`tests/unit/engine`).
+and `cdc.source.rows.RowReader` (both row protocols); the stores are `cdc.state.stores.Stores`.
+Unit tests drive the engine with fakes of these (`tests/unit/engine`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,29 @@ class EventStream(Protocol):
         ...
 
 
-class Rows(Protocol):
-    """Current rows of the source, in the value shapes the binlog stream produces."""
+class RowsByKey(Protocol):
+    """Current rows of the source by key, in the value shapes the binlog stream produces (what
+    a dead-letter replay reads)."""
 
-    def table_schema(self, schema: str, table: str) -> TableSchema: ...
+    def table_schema(self, schema: str, table: str) -> TableSchema:
+        """The table as the binlog stream would describe it; `CdcError` if it does not exist."""
+        ...
+
+    def fetch_by_keys(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> dict[tuple[str, ...], dict[str, Any] | None]:
+        """The current row of each key (rendered as in document ids), or None when none has
+        it."""
+        ...
+
+
+class Rows(Protocol):
+    """Current rows of the source in key-ordered chunks, in the value shapes the binlog stream
+    produces (what a snapshot reads)."""
 
     def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None: ...
 
@@ -74,13 +93,8 @@ class Source(Protocol):
         ...
 
 
-class Sink(Protocol):
-    """The search cluster, as the engine sees it."""
-
-    on_request: Callable[[float], None] | None
-    """Called with the duration of every `_bulk` request (metrics)."""
-    on_items: Callable[[str, int], None] | None
-    """Called with (outcome, count) after every `_bulk` response (metrics)."""
+class Writer(Protocol):
+    """Where document operations go."""
 
     def write(
         self,
@@ -92,6 +106,15 @@ class Sink(Protocol):
         (each reported to `on_retry`) until `stop` is set (`Interrupted`). Returns the
         rejected items."""
         ...
+
+
+class Sink(Writer, Protocol):
+    """The search cluster, as the engine sees it."""
+
+    on_request: Callable[[float], None] | None
+    """Called with the duration of every `_bulk` request (metrics)."""
+    on_items: Callable[[str, int], None] | None
+    """Called with (outcome, count) after every `_bulk` response (metrics)."""
 
     def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
         """Create the missing target indices (idempotent)."""

@@ -25,12 +25,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
+from cdc.engine.ports import RowsByKey, Writer
 from cdc.errors import CdcError, MappingError
-from cdc.model.events import TableSchema
 from cdc.model.letters import DeadLetter, clip_error
 from cdc.model.versions import MAX_ROW_SLOT, counter_of, version
 from cdc.sink.bulk import BulkItem, ItemResult
@@ -42,31 +42,6 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 500
 
 Result = Literal["replayed", "rejected", "failed"]
-
-
-class RowSource(Protocol):
-    """Reads current rows (`cdc.source.rows.RowReader`)."""
-
-    def table_schema(self, schema: str, table: str) -> TableSchema: ...
-
-    def fetch_by_keys(
-        self,
-        schema: str,
-        table: str,
-        id_columns: Sequence[str],
-        keys: Sequence[tuple[str, ...]],
-    ) -> dict[tuple[str, ...], dict[str, Any] | None]: ...
-
-
-class DocumentWriter(Protocol):
-    """Writes document operations (`cdc.sink.elastic.ElasticSink`)."""
-
-    def write(
-        self,
-        items: Sequence[BulkItem],
-        stop: threading.Event | None = None,
-        on_retry: Callable[[BaseException], None] | None = None,
-    ) -> list[tuple[BulkItem, ItemResult]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +91,8 @@ def replay(
     cfg: ConnectorConfig,
     dlq: DeadLetterQueue,
     store: CheckpointStore,
-    rows: RowSource,
-    sink: DocumentWriter,
+    rows: RowsByKey,
+    sink: Writer,
     ids: Sequence[str] | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
@@ -187,8 +162,8 @@ def _pages(
 def _replay_page(
     cfg: ConnectorConfig,
     dlq: DeadLetterQueue,
-    rows: RowSource,
-    sink: DocumentWriter,
+    rows: RowsByKey,
+    sink: Writer,
     page: list[tuple[str, DeadLetter]],
     floor: int,
     zone: ZoneInfo,
@@ -254,7 +229,7 @@ def _version(floor: int, group: _Group) -> int:
 
 def _prepare(
     cfg: ConnectorConfig,
-    rows: RowSource,
+    rows: RowsByKey,
     table: str,
     columns: tuple[str, ...],
     groups: list[_Group],
@@ -296,7 +271,7 @@ def _prepare(
 
 def _mapper(
     cfg: ConnectorConfig,
-    rows: RowSource,
+    rows: RowsByKey,
     table: str,
     zone: ZoneInfo,
     mappers: dict[str, Mapper | str],

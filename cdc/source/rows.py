@@ -109,7 +109,7 @@ class RowReader:
                 params += [
                     key_param(col, part, self._zone) for col, part in zip(columns, key, strict=True)
                 ]
-            for row in self._query(" UNION ALL ".join(parts), params, f"reading {source}"):
+            for row in self._session.query(" UNION ALL ".join(parts), params, f"reading {source}"):
                 result[batch[row[0]]] = self._decode(info, row[1:])
         return result
 
@@ -144,7 +144,7 @@ class RowReader:
             where, params = _after_condition([quote_name(col.name) for col in columns], values)
             sql += f" WHERE {where}"
         sql += f" ORDER BY {order} LIMIT {int(limit)}"
-        rows = self._query(sql, params, f"reading {schema}.{table}")
+        rows = self._session.query(sql, params, f"reading {schema}.{table}")
         return [self._decode(info, row) for row in rows]
 
     def consistent_chunk(
@@ -204,11 +204,6 @@ class RowReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- connection --------------------------------------------------------------------------------
-
-    def _query(self, sql: str, params: Sequence[Any], what: str) -> list[tuple[Any, ...]]:
-        return self._session.query(sql, params, what)
 
     # -- table descriptions ------------------------------------------------------------------------
 
