@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cdc.errors import MappingError
-from cdc.model.versions import MAX_ROW_SLOT, version
+from cdc.model.versions import MAX_ROW_SLOT
 from cdc.sink.bulk import BulkItem
 
 
@@ -32,16 +32,17 @@ class Versions:
         self.gtid = gtid
         self._slot = 0
 
-    def next(self, table: str) -> int:
-        """The version of the open transaction's next operation."""
-        if self._slot > MAX_ROW_SLOT:
+    def reserve(self, count: int, table: str) -> int:
+        """The first of `count` consecutive slots of the open transaction, for the operations
+        of one row change; raises MappingError once a transaction has more than fit."""
+        first = self._slot
+        self._slot += count
+        if self._slot > MAX_ROW_SLOT + 1:
             raise MappingError(
                 f"a transaction on {table} has more than {MAX_ROW_SLOT} row changes",
                 hint="split the transaction; larger ones cannot be versioned",
             )
-        slot = self._slot
-        self._slot += 1
-        return version(self.open, slot)
+        return first
 
     def commit(self) -> int:
         """End the open transaction (a commit without a begin, such as a DDL statement, still

@@ -35,6 +35,7 @@ from cdc.model.events import Begin, Commit, Event, Heartbeat, RowChange
 from cdc.model.lag import reached
 from cdc.model.letters import DeadLetter, clip_error
 from cdc.model.position import Position
+from cdc.model.versions import version
 from cdc.retry import Outage, retry
 from cdc.sink.bulk import BulkItem, ItemResult, rejection_error
 from cdc.source.handoff import Failed
@@ -120,6 +121,8 @@ class Loop:
         self._stop = stop
         self._mappers = mappers
         self._snapshots = snapshots
+        self._rebuilds: dict[str, str] = snapshots.rebuilds if snapshots is not None else {}
+        """alias -> new index, while a rebuild fills it (`Snapshots.rebuilds`)."""
         self._clock = clock
         self._flush_interval = cfg.sink.bulk.flush_interval_ms / 1000
         self.stats = RunStats()
@@ -147,7 +150,8 @@ class Loop:
     def consume(self, feed: Feed, target: Position | None) -> BaseException | None:
         """Process events until stopped, caught up with `target` (None: never), or the feed
         fails; returns the failure."""
-        cfg = self._cfg.sink.bulk
+        max_actions = self._cfg.sink.bulk.max_actions
+        max_bytes = self._cfg.sink.bulk.max_bytes
         healthy = False
         batch = self.batch
         while not self._stop.is_set():
@@ -180,14 +184,12 @@ class Loop:
                         idle = True
                         if self._snapshots is not None:
                             self._snapshots.reached(event.file, event.offset)  # type: ignore[union-attr]
-                    if batch.full(cfg.max_actions, cfg.max_bytes):
+                    if len(batch.items) >= max_actions or batch.nbytes >= max_bytes:
                         self.flush()
             self.caught_up = idle and feed.empty() and not batch
             if self._snapshots is not None and not self.versions.open:
                 self._add_chunks()
-            if batch.full(cfg.max_actions, cfg.max_bytes) or batch.due(
-                self._clock(), self._flush_interval
-            ):
+            if batch.full(max_actions, max_bytes) or batch.due(self._clock(), self._flush_interval):
                 self.flush()
             if idle and feed.empty():
                 self.flush()
@@ -202,6 +204,7 @@ class Loop:
         )
 
     def _change(self, change: RowChange) -> None:
+        # Runs for every row change: the batch and the versions are used inline.
         mapper = self._mappers.of(change.table)
         if mapper is None:
             return
@@ -209,18 +212,25 @@ class Loop:
         self.stats.changes += 1
         key = (name, change.op)
         self._counts[key] = self._counts.get(key, 0) + 1
+        actions = mapper.map(change)
         versions = self.versions
-        gtid = versions.gtid
-        rebuilds = self._snapshots.rebuilds if self._snapshots is not None else None
-        now = self._clock()
-        for action in mapper.map(change):
-            item = BulkItem(action, versions.next(name), name, gtid, mapper.id_columns)
-            self.batch.add(item, now)
-            self.stats.actions += 1
+        counter, first, gtid = versions.open, versions.reserve(len(actions), name), versions.gtid
+        batch = self.batch
+        items = batch.items
+        if not items:
+            batch.started = self._clock()
+        rebuilds = self._rebuilds
+        for slot, action in enumerate(actions, first):
+            item = BulkItem(action, version(counter, slot), name, gtid, mapper.id_columns)
+            items.append(item)
+            batch.nbytes += len(item.body)
             target = rebuilds.get(action.index) if rebuilds else None
             if target is not None:
                 twin = replace(action, index=target)
-                self.batch.add(BulkItem(twin, item.version, name, gtid, mapper.id_columns), now)
+                item = BulkItem(twin, item.version, name, gtid, mapper.id_columns)
+                items.append(item)
+                batch.nbytes += len(item.body)
+        self.stats.actions += len(actions)
 
     def _commit_read(self, commit: Commit) -> None:
         counter = self.versions.commit()

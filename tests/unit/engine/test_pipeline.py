@@ -5,11 +5,25 @@ checkpoint at the server's position."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
-from fakes import FakeSink, FakeSource, PlayedBinlog, config, insert, position, transaction, update
+import pytest
+from fakes import (
+    FakeSink,
+    FakeSource,
+    PlayedBinlog,
+    PlayedStream,
+    config,
+    insert,
+    position,
+    transaction,
+    update,
+)
 
 from cdc.engine.pipeline import Pipeline
 from cdc.model.checkpoint import Checkpoint
+from cdc.model.events import Event
+from cdc.model.position import Position, ServerInfo
 from cdc.model.versions import version
 from cdc.testing.memory import Memory, memory_stores
 
@@ -80,3 +94,37 @@ def test_a_first_run_starts_at_the_server_position_and_records_it_at_once() -> N
     assert memory.saved[0].position == position(4)
     assert memory.saved[0].written_at > 0
     assert pipeline.stats.transactions == 0
+
+
+class _BrokenSource(FakeSource):
+    """A source whose stream fails with a programming error, not a link error."""
+
+    def stream(self, start: Position, info: ServerInfo) -> PlayedStream:
+        self.binlog.streams.append(start)
+        return _BuggyStream()
+
+
+class _BuggyStream(PlayedStream):
+    def __init__(self) -> None:
+        super().__init__([], None)
+
+    def events(self) -> Iterator[Event]:
+        yield from transaction(1, insert(1))
+        raise KeyError("table_id 90")
+
+
+def test_a_bug_in_the_stream_stops_the_run_instead_of_being_retried() -> None:
+    memory = Memory()
+    memory.checkpoint = Checkpoint(position(0), counter=40, written_at=1.0)
+    binlog = PlayedBinlog(BINLOG)
+    cfg = config(checkpoint={"interval_ms": 1})
+    pipeline = Pipeline(
+        cfg, FakeSink(), memory_stores(memory), stop=threading.Event(), source=_BrokenSource(binlog)
+    )
+
+    with pytest.raises(KeyError, match="table_id 90"):
+        pipeline.run(until_caught_up=True)
+
+    assert binlog.streams == [position(0)]  # no reconnect
+    assert pipeline.stats.reconnects == 0
+    assert memory.heartbeat is not None and memory.heartbeat[0].last_error == "'table_id 90'"
