@@ -96,12 +96,16 @@ class RunStats:
 
 
 class Loop:
-    """Turns events into acknowledged checkpoints; the state survives reconnects."""
+    """Turns events into acknowledged checkpoints; the state survives reconnects.
+
+    It starts after the checkpoint `start`, reading from the server whose identity is `server`.
+    """
 
     def __init__(
         self,
         cfg: ConnectorConfig,
         start: Checkpoint,
+        server: str,
         sink: Sink,
         recorder: Recorder,
         letters: DeadLetterQueue,
@@ -132,7 +136,8 @@ class Loop:
         """Where the next connection resumes: the last commit read."""
         self.acked = start
         """The last checkpoint whose every change Elasticsearch acknowledged."""
-        self._server = start.server
+        self._server = server
+        """Identity of the server being read, recorded in every checkpoint."""
         self._commit: Commit | None = None
         """The last commit read that is not acknowledged yet."""
         self._offered: Checkpoint | None = None

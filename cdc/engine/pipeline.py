@@ -131,6 +131,7 @@ class Pipeline:
         self.loop = Loop(
             self.cfg,
             start,
+            info.identity,
             self.sink,
             self._recorder,
             self.stores.letters,

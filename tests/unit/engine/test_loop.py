@@ -50,6 +50,7 @@ class Rig:
         self.loop = Loop(
             cfg,
             START,
+            "server_id=1",
             self.sink,
             self.recorder,
             self.stores.letters,

@@ -80,6 +80,7 @@ def test_a_stream_cut_inside_a_transaction_resumes_after_the_last_commit() -> No
     }
     assert memory.checkpoint is not None
     assert (memory.checkpoint.position, memory.checkpoint.counter) == (position(4), 44)
+    assert memory.checkpoint.server == "server_id=1"  # the server read, not the stored one
     assert memory.heartbeat is not None and memory.heartbeat[0].state == "stopped"
 
 
