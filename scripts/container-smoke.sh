@@ -186,9 +186,9 @@ build_image() {
     probe=$(buildah from "$image")
     local installed
     installed=$(buildah run --isolation chroot "$probe" -- \
-        sh -c 'cd /opt/cdc/lib/python3*/site-packages/cdc && md5sum ./*.py') || true
+        sh -c 'cd /opt/cdc/lib/python3*/site-packages/cdc && find . -name "*.py" | sort | xargs md5sum') || true
     buildah rm "$probe" >/dev/null
-    diff <(echo "$installed") <(cd "$context/cdc" && md5sum ./*.py) || {
+    diff <(echo "$installed") <(cd "$context/cdc" && find . -name "*.py" | sort | xargs md5sum) || {
         echo "the image's cdc package differs from the cdc/ it was built from (diff above)"
         return 1
     }

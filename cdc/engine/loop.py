@@ -264,7 +264,7 @@ class Loop:
 
     def _add_chunks(self) -> None:
         assert self._snapshots is not None
-        items = self._snapshots.ready(self._clock())
+        items = self._snapshots.ready()
         if items:
             now = self._clock()
             for item in items:

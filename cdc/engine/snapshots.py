@@ -156,7 +156,7 @@ class Snapshots:
         if self._point is None or point > self._point:
             self._point = point
 
-    def ready(self, now: float) -> list[BulkItem]:
+    def ready(self) -> list[BulkItem]:
         """The items of every chunk the stream has read past (only call between transactions).
         A chunk older than the remembered history is dropped, to be read again."""
         while True:
