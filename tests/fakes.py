@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.config import ConnectorConfig, TableMapping
-from cdc.errors import CdcError, SourceUnavailable
+from cdc.errors import SourceUnavailable
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.model.position import Position, ServerInfo
@@ -152,7 +152,7 @@ class FakeRecorder:
 
     def __init__(self) -> None:
         self.offered: list[Checkpoint] = []
-        self.failure: CdcError | None = None
+        self.failure: BaseException | None = None
         self.log: list[str] | None = None
 
     def offer(self, checkpoint: Checkpoint) -> None:

@@ -4,8 +4,10 @@ Every command takes the connector's config with `-c/--config` or the `CDC_CONFIG
 variable (the container sets it, so its HEALTHCHECK is plain `cdc health`).
 
 Errors go to stderr in one format, `error: <what went wrong> — <how to fix it>`, on one line
-(a config with several problems gets one line per problem). Exit status, for every command:
-0 done; 1 failed, refused or declined; 2 a bad config or a bad argument.
+(a config with several problems gets one line per problem). Exit status: 0 done; 1 failed,
+refused or declined; 2 a bad config or a bad argument. Two commands differ, by their nature:
+`cdc run` logs its errors (its output is a log), and `cdc health` answers `unhealthy: ...` and
+exits 1 for any reason, a bad config included (a container HEALTHCHECK knows only 0 and 1).
 """
 
 from __future__ import annotations

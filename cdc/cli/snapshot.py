@@ -112,8 +112,11 @@ def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str]) -> None:
     worker.start()
     try:
         _follow(stores.snapshots, tables, worker)
-        worker.join()
     finally:
+        # Also when a table failed: the run stops cleanly before its sink and stores close.
+        if worker.is_alive():
+            stop.set()
+        worker.join()
         sink.close()
     if failure and not isinstance(failure[0], Interrupted):
         raise failure[0]

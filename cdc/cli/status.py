@@ -143,6 +143,13 @@ def _print_status(
         return
     degraded = heartbeat.degraded
     typer.echo(f"  degraded     {', '.join(degraded) if degraded else 'none'}")
+    snapshot = heartbeat.snapshot
+    if snapshot is not None:
+        total = max(snapshot.rows_total, snapshot.rows_done)
+        typer.echo(
+            f"  snapshot     {snapshot.table} {snapshot.state}, "
+            f"{snapshot.rows_done:,} of about {total:,} rows"
+        )
     run = "this run" if heartbeat.running else "last run"
     typer.echo(
         f"  {run}     {heartbeat.transactions} transactions, {heartbeat.changes} row changes, "

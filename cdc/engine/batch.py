@@ -2,8 +2,8 @@
 
 `Versions` numbers every document operation (see `cdc.model.versions`): each transaction the
 stream passes gets the next counter, each operation in it the next slot. `Batch` holds the
-operations not sent yet, in binlog order, and remembers where the open transaction's begin, so
-that a transaction cut by a broken link can be dropped and read again whole.
+operations not sent yet, in binlog order, and remembers where the open transaction's operations
+begin, so that a transaction cut by a broken link can be dropped and read again whole.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from cdc.config import ConnectorConfig
 from cdc.engine.batch import Batch, Versions
 from cdc.engine.ports import Sink
 from cdc.engine.snapshots import Snapshots
-from cdc.errors import CdcError, Interrupted
+from cdc.errors import Interrupted
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.events import Begin, Commit, Event, Heartbeat, RowChange
@@ -62,7 +62,7 @@ class Feed(Protocol):
 class Recorder(Protocol):
     """Where acknowledged checkpoints go (`cdc.engine.recorder.Recorder`)."""
 
-    failure: CdcError | None
+    failure: BaseException | None
     """Set when the recorder stopped on an error retrying cannot fix."""
 
     def offer(self, checkpoint: Checkpoint) -> None: ...
@@ -168,6 +168,8 @@ class Loop:
                 return events.error
             if self._recorder.failure is not None:
                 raise self._recorder.failure
+            if self._snapshots is not None:
+                self._snapshots.check()
             idle = events is None
             if events is not None:
                 self.caught_up = False  # until this list is done (it may take a while)

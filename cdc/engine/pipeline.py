@@ -74,7 +74,8 @@ class Pipeline:
         self.stats = RunStats()
         self.last_error: str | None = None
         self._started_at = time.time()
-        self._saved_at = clock()
+        self._saved_at = time.monotonic()
+        """When a checkpoint was last written (the metric's clock, not the loop's)."""
         self._recorder = Recorder(
             stores.checkpoints, stores.heartbeats, self.outages.store, self._beat, self._saved
         )
@@ -92,6 +93,8 @@ class Pipeline:
         try:
             info, now = self._startup()
         except Interrupted:
+            if self.loop is not None:  # the recorder and the snapshotter were started
+                self._finish()
             raise
         except BaseException as exc:
             # Leave the reason where `cdc status` and `cdc health` look.
@@ -143,6 +146,7 @@ class Pipeline:
             self._clock,
         )
         self.stats = self.loop.stats
+        self._saved_at = time.monotonic()
         self._recorder.start()
         position = start.position
         self.snapshots.resume_at(position.file, position.offset, start.counter)
@@ -252,5 +256,5 @@ class Pipeline:
 
     def _saved(self, checkpoint: Checkpoint) -> None:
         """Called by the recorder thread after a checkpoint was written."""
-        self._saved_at = self._clock()
+        self._saved_at = time.monotonic()
         self.stats.checkpoints += 1

@@ -8,26 +8,14 @@ Unit tests drive the engine with fakes of these (`tests/unit/engine`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cdc.config import TableMapping
-from cdc.model.events import Event, TableSchema
+from cdc.model.events import TableSchema
 from cdc.model.position import Position, ServerInfo
 from cdc.sink.bulk import BulkItem, ItemResult
-
-
-class EventStream(Protocol):
-    """One connection's worth of binlog events from a start position."""
-
-    def events(self) -> Iterator[Event]:
-        """Events in binlog order; raises `SourceUnavailable` when the link breaks (then a new
-        stream is opened from the last commit)."""
-        ...
-
-    def interrupt(self) -> None:
-        """Unblock a read in progress, from another thread (used when stopping)."""
-        ...
+from cdc.source.handoff import Stream
 
 
 class RowsByKey(Protocol):
@@ -84,7 +72,7 @@ class Source(Protocol):
         """Raise `PositionError` unless streaming can resume from `position`."""
         ...
 
-    def stream(self, start: Position, info: ServerInfo) -> EventStream:
+    def stream(self, start: Position, info: ServerInfo) -> Stream:
         """A stream of the committed changes after `start`."""
         ...
 

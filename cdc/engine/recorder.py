@@ -4,7 +4,8 @@ A slow or unreachable store (a blackholed Redis waits out its socket timeout) mu
 streaming: the main loop `offer`s the latest acknowledged checkpoint and goes on; the recorder
 writes the newest one it has, retrying with backoff while the store is down, and publishes the
 connector's status every `HEARTBEAT_INTERVAL` seconds. A store error that retrying cannot fix
-(bad credentials) stops the recorder; the main loop finds it in `failure` and stops too.
+(bad credentials), or a bug, stops the recorder; the main loop finds it in `failure` and stops
+too.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Recorder:
         self._closed = threading.Event()
         self._beat_at = 0.0
         self._thread = threading.Thread(target=self._run, name="checkpoint-recorder", daemon=True)
-        self.failure: CdcError | None = None
+        self.failure: BaseException | None = None
         """The error that stopped the recorder, if one did."""
 
     def start(self) -> None:
@@ -74,7 +75,7 @@ class Recorder:
                     backoff.wait(self._closed)
         except Interrupted:
             return
-        except CdcError as exc:
+        except BaseException as exc:  # raised by the main loop, which owns the process
             self.failure = exc
 
     def _write(self) -> bool:

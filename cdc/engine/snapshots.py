@@ -211,14 +211,18 @@ class Snapshots:
         self._sent = []
         return rows
 
+    def check(self) -> None:
+        """Raise what stopped the snapshotter, if something did (a bug)."""
+        s = self._snapshotter
+        if s is not None and s.failure is not None:
+            raise s.failure
+
     def quiet(self) -> bool:
-        """True when no snapshot is requested, running or in flight. Raises the snapshotter's
-        failure, if it had one."""
+        """True when no snapshot is requested, running or in flight."""
         s = self._snapshotter
         if s is None:
             return True
-        if s.failure is not None:
-            raise s.failure
+        self.check()
         return s.idle.is_set() and not self._held and self._inbox.empty() and not self._sent
 
     def close(self) -> None:

@@ -70,7 +70,9 @@ class Snapshotter:
 
     `on_rebuild(alias, index)` is called before a rebuild's first chunk is read (changes must
     reach the new index from then on), `on_rebuilt(alias, index)` when every table feeding the
-    new index is copied. A failure retrying cannot fix is kept in `failure` for the main loop.
+    new index is copied (retried while Elasticsearch is unavailable). Links that are down are
+    retried; a table that cannot be copied (no usable key, not mapped) is marked failed and the
+    others go on; a bug stops the thread and is kept in `failure` for the main loop.
     """
 
     def __init__(
@@ -93,6 +95,8 @@ class Snapshotter:
         self._on_rebuild = on_rebuild
         self._on_rebuilt = on_rebuilt
         self._outage = Outage("MySQL (snapshot reads)")
+        self._store_outage = Outage("checkpoint store (snapshot progress)")
+        self._sink_outage = Outage("Elasticsearch (alias swap)")
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self.failure: BaseException | None = None
         self.idle = threading.Event()
@@ -117,9 +121,9 @@ class Snapshotter:
                 self.idle.clear()
                 try:
                     self._table(reader, todo)
-                    self._outage.recovered()
-                    backoff.reset()
                 except TransientError as exc:
+                    if not self._outage.down:
+                        backoff.reset()  # reads worked until now: a new outage starts
                     self._outage.failed(exc)
                     reader.close()
                     backoff.wait(self._stop)
@@ -138,10 +142,9 @@ class Snapshotter:
             reader.close()
 
     def _load(self) -> list[Progress]:
-        try:
-            return list(self.store.load_all().values())
-        except TransientError:
-            return []
+        """Every table's progress; waits while the store is unavailable (an empty answer would
+        read as "nothing to do")."""
+        return list(retry(self.store.load_all, self._store_outage, self._stop).values())
 
     @staticmethod
     def _next(states: list[Progress]) -> Progress | None:
@@ -153,7 +156,7 @@ class Snapshotter:
 
     def _save(self, progress: Progress) -> None:
         progress.updated_at = time.time()
-        retry(lambda: self.store.save(progress), self._outage, self._stop, Backoff(1.0, 30.0))
+        retry(lambda: self.store.save(progress), self._store_outage, self._stop)
         self._on_progress(progress)
 
     def _table(self, reader: Rows, progress: Progress) -> None:
@@ -190,6 +193,7 @@ class Snapshotter:
             schema, rows, position = reader.consistent_chunk(
                 schema_name, table_name, key, after, size
             )
+            self._outage.recovered()
             progress.rows_read += len(rows)
             if rows:
                 chunk = Chunk(
@@ -220,4 +224,4 @@ class Snapshotter:
             return
         others = [p for p in self._load() if p.target_index == target and p.active]
         if not others:
-            self._on_rebuilt(mapping.index, target)
+            retry(lambda: self._on_rebuilt(mapping.index, target), self._sink_outage, self._stop)

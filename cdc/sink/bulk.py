@@ -3,7 +3,8 @@
 Every operation carries an external version (see `cdc.model.versions`). The per-item results
 of `_bulk` are the truth: an item is acknowledged when it succeeded, when it was stale (409: the
 document already holds a newer version), or when a delete found nothing. Items that failed with
-429/5xx are to be retried, alone; items rejected for their content go to the dead-letter queue.
+429/5xx are to be retried, alone; items rejected for their content go to the dead-letter queue
+(or stop the connector, with `sink.on_rejected: fail`).
 Pure: `cdc.sink.elastic` sends the requests.
 """
 
@@ -108,7 +109,7 @@ def describe_error(error: Any) -> str:
 
 
 def rejection_error(item: BulkItem, result: ItemResult) -> DocumentRejected:
-    """The fatal error raised when a rejected document cannot be parked elsewhere."""
+    """The fatal error for a rejected document when `sink.on_rejected` is `fail`."""
     return DocumentRejected(
         f"Elasticsearch rejected {item.action.op} of document {item.action.doc_id!r} in index "
         f"{item.action.index!r} (from {item.table}): HTTP {result.status}: {result.error}",

@@ -183,10 +183,6 @@ class ElasticSink:
         status, resp = self.request("POST", "/_aliases", orjson.dumps(body))
         self._check_status(status, resp, f"moving alias {alias} to {new}")
 
-    def refresh(self, index: str) -> None:
-        status, body = self.request("POST", f"/{quote(index)}/_refresh")
-        self._check_status(status, body, f"refreshing {index}")
-
     # -- bulk -------------------------------------------------------------------------------
 
     def bulk_once(self, items: Sequence[BulkItem]) -> list[ItemResult]:

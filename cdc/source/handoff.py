@@ -25,9 +25,16 @@ BATCH_EVENTS = 256
 
 
 class Stream(Protocol):
-    def events(self) -> Iterator[Event]: ...
+    """One connection's worth of binlog events from a start position (`BinlogSource`)."""
 
-    def interrupt(self) -> None: ...
+    def events(self) -> Iterator[Event]:
+        """Events in binlog order; raises `SourceUnavailable` when the link breaks (then a new
+        stream is opened from the last commit)."""
+        ...
+
+    def interrupt(self) -> None:
+        """Unblock a read in progress, from another thread (used when stopping)."""
+        ...
 
 
 class Failed:

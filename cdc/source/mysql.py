@@ -1,10 +1,11 @@
 """MySQL/MariaDB connections: the one module that sends SQL and translates driver errors.
 
-Every statement the connector sends outside the binlog stream is a function here, taking a
-PyMySQL connection: server identity and settings, the binlog position and files, grants, and
-the catalog (columns, keys, tables, JSON checks). `Session` is a connection that opens on first
-use and again after the link broke, for the long-lived readers (`cdc.source.rows`, the binlog
-source's schema lookups).
+Every catalog and SHOW statement the connector sends is a function here, taking a PyMySQL
+connection: server identity and settings, the binlog position and files, grants, and the
+catalog (columns, keys, tables, JSON checks). `Session` is a connection that opens on first use
+and again after the link broke, for the long-lived readers; the row reads of `cdc.source.rows`
+(SELECTs it builds for a table's columns) go through it too. The binlog stream has a connection
+of its own, made by the library with `connection_settings` and the same error translation.
 
 Errors: the driver's exceptions (`DRIVER_ERRORS`) become the connector's own at this boundary
 (`translate_error`): a lost link is `SourceUnavailable` (retried), wrong credentials or a purged

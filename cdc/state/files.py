@@ -114,11 +114,6 @@ class FileSnapshots:
         states[progress.table] = progress.to_dict()
         _write_atomically(self.path, orjson.dumps(states), durable=True)
 
-    def forget(self, table: str) -> None:
-        states = self._read()
-        if states.pop(table, None) is not None:
-            _write_atomically(self.path, orjson.dumps(states), durable=True)
-
     def _read(self) -> dict[str, dict[str, object]]:
         try:
             raw = orjson.loads(self.path.read_bytes())
@@ -151,7 +146,7 @@ class FileDeadLetters:
             return []
         with self._locked("parking dead letters"):
             floor, entries, end = self._read()
-            last = max([floor, *(parse_id(i) for i, _ in entries[-1:])])
+            last = _highest(floor, entries)
             ids = []
             lines = []
             for letter in letters:

@@ -154,12 +154,6 @@ class RedisSnapshots:
         except redis.RedisError as exc:
             raise _translate(exc, "writing snapshot progress to Redis") from exc
 
-    def forget(self, table: str) -> None:
-        try:
-            self._client.hdel(self.key, table)
-        except redis.RedisError as exc:
-            raise _translate(exc, "writing snapshot progress to Redis") from exc
-
 
 # Replace one entry only if it still exists, in one step: a letter replayed or purged by someone
 # else meanwhile must not come back.

@@ -67,10 +67,6 @@ class SnapshotStore(Protocol):
         """Record the progress of `progress.table`, replacing what was there. Idempotent."""
         ...
 
-    def forget(self, table: str) -> None:
-        """Remove a table's progress; a missing one is not an error."""
-        ...
-
 
 class DeadLetterQueue(Protocol):
     """Rejected documents, oldest first, under ids like `1718000000000-0` (any other id is a

@@ -110,11 +110,6 @@ class MemorySnapshots:
             self._m.check("writing snapshot progress")
             self._m.snapshots[progress.table] = Progress.from_dict(progress.to_dict())
 
-    def forget(self, table: str) -> None:
-        with self._m.lock:
-            self._m.check("writing snapshot progress")
-            self._m.snapshots.pop(table, None)
-
 
 class MemoryDeadLetters:
     def __init__(self, memory: Memory) -> None:

@@ -106,10 +106,6 @@ def test_snapshot_progress_is_kept_per_table(open_backend: Open) -> None:
     writer.snapshots.save(items)
     assert reader.snapshots.load_all() == {"shop.items": items, "shop.orders": orders}
 
-    writer.snapshots.forget("shop.orders")
-    writer.snapshots.forget("shop.orders")  # a missing one is not an error
-    assert reader.snapshots.load_all() == {"shop.items": items}
-
 
 def test_a_corrupt_checkpoint_is_a_position_error_naming_where_it_is(tmp_path: Path) -> None:
     stores = open_files(tmp_path, "orders")

@@ -22,7 +22,7 @@ from fakes import (
 
 from cdc.config import ConnectorConfig
 from cdc.engine.loop import Loop, Outages
-from cdc.errors import DocumentRejected, SourceUnavailable
+from cdc.errors import CdcError, DocumentRejected, SourceUnavailable
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.events import Begin, Commit, Event
@@ -234,3 +234,11 @@ def test_checkpoints_are_offered_at_most_every_interval_or_max_transactions() ->
 
 def _lost() -> SourceUnavailable:
     return SourceUnavailable("the binlog stream connection was lost")
+
+
+def test_a_store_error_that_stopped_the_recorder_stops_the_loop() -> None:
+    rig = Rig(config(sink={"bulk": QUIET}))
+    rig.recorder.failure = CdcError("writing the checkpoint to Redis: invalid password")
+
+    with pytest.raises(CdcError, match="invalid password"):
+        rig.play((0, transaction(1, insert(1))))
