@@ -198,10 +198,14 @@ class PlayedStream:
 
 
 class NoRows:
-    """A row reader for a connector that snapshots nothing: it only lists the tables."""
+    """A row reader for a connector that snapshots nothing: it only describes the tables."""
 
     def list_tables(self) -> list[str]:
         return ["shop.items"]
+
+    def table_schema(self, schema: str, table: str) -> TableSchema:
+        assert (schema, table) == ("shop", "items")
+        return ITEMS
 
     def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None:
         raise AssertionError("nothing is snapshotted")

@@ -20,12 +20,14 @@ import typer
 
 from cdc.cli.common import ConfigOption, paragraphs, source
 from cdc.config import ConnectorConfig, load_config
+from cdc.engine.startup import check_mappings
 from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position
 from cdc.sink.elastic import ElasticSink
 from cdc.source.positions import check_position
 from cdc.source.prereq import Check, check_source
+from cdc.source.rows import RowReader
 from cdc.state.backends import open_stores
 
 SUPPORTED = {"Elasticsearch": (8, 9), "OpenSearch": (2, 3)}
@@ -34,10 +36,11 @@ SUPPORTED = {"Elasticsearch": (8, 9), "OpenSearch": (2, 3)}
 CHECK_HELP = paragraphs(
     "Validate the config and check everything the connector needs, one line per check.",
     "Source server: connection, version, log_bin, binlog_format ROW, binlog_row_image FULL, "
-    "binlog_row_metadata FULL, no binlog compression, GTID mode, privileges, and whether the "
-    "stored position can still be streamed from. Search cluster: reachable, version, each "
-    "target index present or to be created, field types against index_mappings. Checkpoint "
-    "store: reachable and writable.",
+    "binlog_row_metadata FULL, no binlog compression, GTID mode, privileges, every table "
+    "mapping against the tables it covers (each names an existing table, and only columns and "
+    "options that fit it), and whether the stored position can still be streamed from.",
+    "Search cluster: reachable, version, each target index present or to be created, field "
+    "types against index_mappings. Checkpoint store: reachable and writable.",
     "Lines read `✓ name: detail`, `✗ name: detail — fix` (fatal) or `! name: detail — fix` "
     "(a warning). Exits 1 if any check marked ✗ failed, 2 if the config is invalid.",
 )
@@ -150,6 +153,7 @@ def _check_source(
             report.ok("source", f"connected to {address} as {cfg.source.user} ({info.version})")
             for result in check_source(conn, info, cfg.schemas()):
                 report.add(result)
+            _check_mappings(cfg, report)
             if isinstance(stored, CdcError):
                 return
             if stored is None:
@@ -162,6 +166,26 @@ def _check_source(
             report.add(check_position(conn, info, stored.position))
     except CdcError as exc:
         report.error("source", exc, f"check source.host/port ({address}) and that the server is up")
+
+
+def _check_mappings(cfg: ConnectorConfig, report: _Report) -> None:
+    """Every mapping against the tables it covers now (what `cdc run` refuses to start on)."""
+    try:
+        with RowReader(cfg.source) as reader:
+            found = check_mappings(cfg, reader)
+    except CdcError as exc:
+        report.error("mappings", exc, "check that the user may read information_schema")
+        return
+    for line, fix in found.problems:
+        report.fail("mappings", line, fix)
+    for line in found.unmatched:
+        report.fail("mappings", line, "correct the table name, or create the table first")
+    if not found.problems and not found.unmatched:
+        one = len(cfg.tables) == 1
+        count = "1 table mapping covers" if one else f"{len(cfg.tables)} table mappings cover"
+        tables = "1 table" if found.tables == 1 else f"{found.tables} tables"
+        they = "it names" if one else "they name"
+        report.ok("mappings", f"{count} {tables}; every column and option {they} fits")
 
 
 def _check_sink(cfg: ConnectorConfig, report: _Report) -> None:

@@ -2,7 +2,7 @@
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT, or caught up with `--until-caught-up`);
 1 for a terminal error, logged as one paragraph with its fix, or for a bug, logged with its
-traceback; 2 for a bad config.
+traceback; 2 for a bad config, including mappings that do not fit the tables on the server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import typer
 
 from cdc.cli.common import ConfigOption, load, setup_logging
 from cdc.engine.pipeline import Pipeline
-from cdc.errors import CdcError, Interrupted
+from cdc.errors import CdcError, ConfigError, Interrupted
 from cdc.metrics import Metrics
 from cdc.sink.elastic import ElasticSink
 from cdc.state.backends import open_stores
@@ -84,6 +84,9 @@ def run(
     except Interrupted:
         log.info("stopped before streaming began")
         return
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from None
     except CdcError as exc:
         log.error("%s", exc)
         raise typer.Exit(1) from None

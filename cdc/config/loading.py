@@ -36,7 +36,8 @@ import yaml
 from pydantic import ValidationError
 
 from cdc.config.models import ConnectorConfig
-from cdc.config.problems import _dotted, _line, _Origin, _problems, _show
+from cdc.config.models import dotted as _dotted
+from cdc.config.problems import _line, _Origin, _problems, _show
 from cdc.errors import ConfigError
 
 _REFERENCE = re.compile(
@@ -358,6 +359,10 @@ def load_config(
     if "tables" in raw:
         raw["tables"] = tables
     try:
-        return ConnectorConfig.model_validate(raw, context={"base_dir": file.parent})
+        cfg = ConnectorConfig.model_validate(raw, context={"base_dir": file.parent})
     except ValidationError as exc:
         raise ConfigError(_problems(exc, _Origin(file, doc.node, ()), origins)) from None
+    # Problems found later, against the live schema, name the spot too.
+    for mapping, origin in zip(cfg.tables, origins, strict=True):
+        mapping._origin = origin
+    return cfg

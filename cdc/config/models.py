@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -236,6 +237,14 @@ class SoftDelete(_Model):
     """Values meaning "deleted" (compared after type conversion)."""
 
 
+def dotted(loc: tuple[str | int, ...]) -> str:
+    """A field path as written in messages: `tables[1].include[0]`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 def _is_glob(pattern: str) -> bool:
     return any(char in pattern for char in "*?[")
 
@@ -310,9 +319,19 @@ class TableMapping(_Model):
                 raise ValueError(f"{names} cannot be in both `include` and `exclude`")
         return self
 
+    _origin: Any = PrivateAttr(default=None)
+    """Where `load_config` read this mapping (a `cdc.config.problems.Origin`)."""
+
     def matches(self, schema: str, table: str) -> bool:
         """True if this mapping covers `schema.table`."""
         return fnmatch.fnmatchcase(f"{schema}.{table}", self.table)
+
+    def where(self, *loc: str | int) -> str:
+        """`file:line: field.path` of `loc` inside this mapping as it was written, for a
+        message; a mapping not read from a file is named by its table pattern."""
+        if self._origin is not None:
+            return str(self._origin.describe(loc))
+        return f"mapping {self.table!r}" + (f": {dotted(loc)}" if loc else "")
 
 
 SnapshotMode = Literal["initial", "never", "when_needed"]

@@ -5,7 +5,7 @@ included file for an included table mapping; all problems validation finds are r
 together in one `ConfigError`, in file order and then line order. Secrets (`password`,
 `api_key`, passwords inside URLs) are never echoed.
 
-The helpers that find a spot in the YAML node tree (`_Origin`, `_line`, `_dotted`) and spell a
+The helpers that find a spot in the YAML node tree (`_Origin`, `_line`) and spell a
 value (`_show`) are shared with `cdc.config.loading`, which words the problems it finds while
 reading a file (duplicate keys, includes) the same way.
 """
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from cdc.config.models import ConnectorConfig
+from cdc.config.models import dotted as _dotted
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,17 @@ class _Origin:
     node: yaml.Node | None
     loc: tuple[str | int, ...]
 
+    def describe(self, loc: tuple[str | int, ...]) -> str:
+        """`file:line: field.path` of `loc` below this piece, as a message starts."""
+        place = _Place(self.path, _line_at(self.node, loc), _dotted(self.loc + loc))
+        return f"{place}: {place.field}" if place.field else str(place)
+
 
 def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
 _SECRETS = frozenset({"password", "api_key"})
-
-
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _line_at(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:

@@ -1,10 +1,11 @@
 """The running connector: startup, the supervised stream, and a clean stop.
 
-`Pipeline.run` checks the source server, picks the start checkpoint, creates missing indices,
-starts the recorder (checkpoints and heartbeats) and the snapshotter, then streams: one source
-connection at a time, read on a thread of its own (`cdc.source.handoff`) and consumed by the
-main loop (`cdc.engine.loop`). When the link breaks, the half-read transaction is dropped and a
-new connection starts after the last commit read, with backoff; a terminal error ends the run.
+`Pipeline.run` checks the source server and the mappings against its tables, picks the start
+checkpoint, creates missing indices, starts the recorder (checkpoints and heartbeats) and the
+snapshotter, then streams: one source connection at a time, read on a thread of its own
+(`cdc.source.handoff`) and consumed by the main loop (`cdc.engine.loop`). When the link
+breaks, the half-read transaction is dropped and a new connection starts after the last commit
+read, with backoff; a terminal error ends the run.
 On stop it sends what is pending, writes the last acknowledged checkpoint and says it stopped.
 """
 
@@ -24,8 +25,8 @@ from cdc.engine.loop import Loop, Outages, RunStats
 from cdc.engine.ports import Sink, Source
 from cdc.engine.recorder import Recorder
 from cdc.engine.snapshots import Snapshots
-from cdc.engine.startup import start_from
-from cdc.errors import CdcError, Interrupted
+from cdc.engine.startup import check_mappings, start_from
+from cdc.errors import CdcError, ConfigError, Interrupted
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position, ServerInfo
@@ -116,6 +117,7 @@ class Pipeline:
         """Check the server, pick the start position, create indices, start the helpers."""
         outages, stop = self.outages, self.stop
         info, now = retry(self.source.inspect, outages.source, stop)
+        retry(self._check_mappings, outages.source, stop)
         checkpoints = self.stores.checkpoints
         address = f"{self.cfg.source.host}:{self.cfg.source.port}"
         start = retry(
@@ -152,6 +154,20 @@ class Pipeline:
         self.snapshots.resume_at(position.file, position.offset, start.counter)
         retry(lambda: self.snapshots.start(fresh), outages.source, stop)
         return info, now
+
+    def _check_mappings(self) -> None:
+        """Refuse mappings that name what the tables lack; warn of those matching no table (a
+        table created later still streams)."""
+        rows = self.source.rows()
+        try:
+            report = check_mappings(self.cfg, rows)
+        finally:
+            rows.close()
+        for line in report.unmatched:
+            log.warning("%s; its changes stream once such a table exists", line)
+        if report.problems:
+            lines = "\n".join(f"{line} — {fix}" for line, fix in report.problems)
+            raise ConfigError(f"the table mappings do not fit the tables on the server:\n{lines}")
 
     def _stream(self, info: ServerInfo, target: Position | None) -> None:
         """Read, map and send until stopped or caught up, reconnecting the source as needed."""

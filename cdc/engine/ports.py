@@ -39,8 +39,12 @@ class RowsByKey(Protocol):
 
 
 class Rows(Protocol):
-    """Current rows of the source in key-ordered chunks, in the value shapes the binlog stream
-    produces (what a snapshot reads)."""
+    """The source's tables, and their current rows in key-ordered chunks, in the value shapes
+    the binlog stream produces (what a snapshot and the startup checks read)."""
+
+    def table_schema(self, schema: str, table: str) -> TableSchema:
+        """The table as the binlog stream would describe it; `CdcError` if it does not exist."""
+        ...
 
     def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None: ...
 

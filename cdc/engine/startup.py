@@ -1,13 +1,17 @@
-"""Where a run starts: the stored checkpoint, or the server's position now."""
+"""Before a run streams: are the mappings right for the live schema, and where does it start?"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
+from cdc.config import ConnectorConfig
+from cdc.engine.ports import Rows
 from cdc.errors import PositionError
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position, ServerInfo
 from cdc.model.versions import initial_counter
+from cdc.transform.checks import closest, problems
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +38,44 @@ def start_from(
         now.describe(),
     )
     return Checkpoint(position=now, counter=initial_counter(), server=info.identity)
+
+
+@dataclass
+class MappingReport:
+    """What the mappings of a config come to against the live schema."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """A line per problem (`file:line: field.path: mapping ...: what is wrong`) and its fix."""
+    unmatched: list[str] = field(default_factory=list)
+    """A line per mapping that matches no existing table."""
+    tables: int = 0
+    """Existing tables the mappings cover."""
+
+
+def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
+    """Hold every mapping against the tables it covers on the server now: every column and
+    option it names must fit each of them (`cdc.transform.checks`), and it must cover one at
+    least. Each problem names the spot in the config and, for a typo, the closest name."""
+    report = MappingReport()
+    existing = rows.list_tables()
+    for mapping in cfg.tables:
+        tables = [t for t in existing if cfg.mapping_for(*t.split(".", 1)) is mapping]
+        if not tables:
+            near = closest(mapping.table, existing)
+            report.unmatched.append(
+                f"{mapping.where('table')}: `{mapping.table}` matches no table on the server"
+                + (f"; did you mean `{near}`?" if near else "")
+            )
+            continue
+        report.tables += len(tables)
+        for table in tables:
+            schema = rows.table_schema(*table.split(".", 1))
+            for problem in problems(mapping, schema):
+                line = (
+                    f"{mapping.where(*problem.loc)}: mapping {mapping.table!r} (table {table}): "
+                    f"{problem.message}"
+                )
+                if problem.suggestion:
+                    line += f"; did you mean `{problem.suggestion}`?"
+                report.problems.append((line, problem.hint))
+    return report

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from cdc.config import TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.transform.checks import problems
 from cdc.transform.convert import (
     Converter,
     ConvertOptions,
@@ -60,9 +61,9 @@ class Mapper:
     """Compiled mapping of one TableMapping applied to one TableSchema.
 
     Build it again whenever the table map changes (a new TableSchema). The constructor raises
-    MappingError when the mapping names a column the table lacks, when no id columns are known
-    (no primary key and no `id_columns`), when two fields would get the same name, or when an
-    id column cannot form an id (JSON).
+    MappingError with the first problem `cdc.transform.checks.problems` finds: a column the
+    table lacks, no id columns (no primary key and no `id_columns`), two fields with one name,
+    an id column that cannot form an id (JSON), an option that does not fit its column.
     """
 
     def __init__(self, mapping: TableMapping, table: TableSchema, time_zone: ZoneInfo) -> None:
@@ -137,29 +138,9 @@ class Mapper:
         return Action("delete", self.index, self._join(key), None, key)
 
     def _check_columns(self) -> None:
-        mapping = self.mapping
-        named: list[tuple[str, list[str]]] = [
-            ("id_columns", mapping.id_columns or []),
-            ("include", mapping.include or []),
-            ("exclude", mapping.exclude),
-            ("rename", list(mapping.rename)),
-            ("soft_delete.column", [mapping.soft_delete.column] if mapping.soft_delete else []),
-            ("json_columns", mapping.json_columns),
-        ]
-        known = {col.name for col in self.table.columns}
-        for setting, columns in named:
-            for name in columns:
-                if name not in known:
-                    raise MappingError(
-                        f"{self._where}: {setting} names unknown column {name!r}; "
-                        f"the table's columns are: {', '.join(c.name for c in self.table.columns)}",
-                        hint="correct the column name in the mapping (names are case-sensitive)",
-                    )
-        if not (mapping.id_columns or self.table.primary_key):
-            raise MappingError(
-                f"{self._where}: the table has no primary key, so documents would have no id",
-                hint="set id_columns in the mapping to columns that identify a row uniquely",
-            )
+        found = problems(self.mapping, self.table)
+        if found:
+            raise found[0].error(self._where)
 
     def _converter(self, column: Column, opts: ConvertOptions) -> Converter:
         if column.name in self.mapping.json_columns and column.kind is not Kind.JSON:
@@ -171,26 +152,11 @@ class Mapper:
         include = None if mapping.include is None else set(mapping.include)
         exclude = set(mapping.exclude)
         fields: list[tuple[str, str, Converter]] = []
-        sources: dict[str, str] = {}
         for column in self.table.columns:
             if column.name in exclude or (include is not None and column.name not in include):
                 continue
             name = mapping.rename.get(column.name, column.name)
-            if name in sources:
-                raise MappingError(
-                    f"{self._where}: columns {sources[name]!r} and {column.name!r} "
-                    f"would both become field {name!r}",
-                    hint="rename one of them or exclude one",
-                )
-            sources[name] = column.name
             fields.append((column.name, name, self._converter(column, opts)))
-        for name in mapping.static:
-            if name in sources:
-                raise MappingError(
-                    f"{self._where}: static field {name!r} collides with the field "
-                    f"of column {sources[name]!r}",
-                    hint="rename the static field, or rename or exclude the column",
-                )
         return fields
 
     def _compile_id(self, time_zone: ZoneInfo) -> list[tuple[str, Callable[[Any], str | None]]]:
@@ -203,12 +169,6 @@ class Mapper:
                     f"{self._where}: primary key column {name!r} is not among the table's "
                     f"columns: {', '.join(c.name for c in self.table.columns)}",
                     hint="the table map is incomplete; check binlog_row_metadata=FULL",
-                )
-            if column.kind is Kind.JSON or name in self.mapping.json_columns:
-                raise MappingError(
-                    f"{self._where}: id column {name!r} holds JSON, which cannot form a "
-                    "document id",
-                    hint="set id_columns to scalar columns that identify a row uniquely",
                 )
             parts.append((name, _id_renderer(column, time_zone)))
         return parts

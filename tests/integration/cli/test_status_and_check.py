@@ -312,6 +312,7 @@ def test_check_passes_on_a_correct_setup_with_one_line_per_check(
         "checkpoint_store",
         "source",
         *PREREQUISITES,
+        "mappings",
         "position",
         "sink",
         f"index {es_index}",
@@ -323,6 +324,9 @@ def test_check_passes_on_a_correct_setup_with_one_line_per_check(
         "✓ checkpoint_store: Redis key cdc:test:checkpoint is reachable and writable"
     )
     assert by_name["source"].startswith(f"✓ source: connected to 127.0.0.1:{mariadb.port} as cdc")
+    assert by_name["mappings"] == (
+        "✓ mappings: 1 table mapping covers 1 table; every column and option it names fits"
+    )
     assert by_name["position"].startswith("✓ position: no stored checkpoint")
     assert by_name["sink"].startswith("✓ sink: http://127.0.0.1:")
     assert by_name[f"index {es_index}"] == (
