@@ -415,6 +415,8 @@ def test_check_flags_an_existing_index_whose_field_types_differ_as_a_warning(
         f"/{es_index}",
         {"mappings": {"properties": {"v": {"type": "keyword"}, "id": {"type": "long"}}}},
     )
+    # The mapped table exists: `cdc check` fails a mapping that matches no table.
+    mariadb.sql("CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)", db=fresh_db)
     config = write_config(
         tmp_path / "c.yaml",
         port=mariadb.port,
