@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cdc.cli import check, dlq, position, run, snapshot, status
+from cdc.cli import check, dlq, position, run, snapshot, status, verify
 
 app = typer.Typer(
     help="Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.",
@@ -27,6 +27,7 @@ app.command("status", help=status.STATUS_HELP)(status.status)
 app.command("health", help=status.HEALTH_HELP)(status.health)
 app.command("check", help=check.CHECK_HELP)(check.check)
 app.command()(snapshot.snapshot)
+app.command("verify", help=verify.VERIFY_HELP)(verify.verify)
 app.add_typer(position.app, name="position")
 app.add_typer(dlq.app, name="dlq")
 

@@ -13,6 +13,7 @@ exits 1 for any reason, a bad config included (a container HEALTHCHECK knows onl
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import sys
 import time
@@ -98,6 +99,19 @@ def confirm(yes: bool, question: str, doing: str) -> None:
     if not typer.confirm(question, default=False):
         typer.echo("cancelled; nothing changed", err=True)
         raise typer.Exit(1)
+
+
+def matching_tables(covered: list[str], patterns: list[str]) -> list[str]:
+    """The mapped tables (`covered`) matching the `--table` patterns (globs allowed); exits 2
+    naming a pattern that matches none."""
+    missing = [p for p in patterns if not fnmatch.filter(covered, p)]
+    if missing:
+        fail(
+            f"no mapped table matches {', '.join(missing)}; mapped tables: "
+            f"{', '.join(covered) or '(none exist)'}",
+            code=2,
+        )
+    return sorted({t for pattern in patterns for t in fnmatch.filter(covered, pattern)})
 
 
 # -- logging -------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import signal
 import threading
@@ -12,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from cdc.cli.common import ConfigOption, error, fail, load, reported, setup_command_logging
+from cdc.cli.common import (
+    ConfigOption,
+    error,
+    fail,
+    load,
+    matching_tables,
+    reported,
+    setup_command_logging,
+)
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.pipeline import Pipeline
 from cdc.engine.snapshotter import request, resolve_tables
@@ -60,7 +67,7 @@ def snapshot(
     with reported(), open_stores(cfg) as stores:
         with RowReader(cfg.source) as reader:
             covered = resolve_tables(cfg, reader)
-        tables = covered if all_tables else _matching(covered, table or [])
+        tables = covered if all_tables else matching_tables(covered, table or [])
         if not tables:
             fail("none of the mapped tables exists on the server", code=2)
         status = stores.heartbeats.read()
@@ -75,18 +82,6 @@ def snapshot(
                 _follow(stores.snapshots, tables, None)
             return
         _run_here(cfg, stores, tables)
-
-
-def _matching(covered: list[str], patterns: list[str]) -> list[str]:
-    """The mapped tables matching the patterns; exits 2 naming a pattern that matches none."""
-    missing = [p for p in patterns if not fnmatch.filter(covered, p)]
-    if missing:
-        fail(
-            f"no mapped table matches {', '.join(missing)}; mapped tables: "
-            f"{', '.join(covered) or '(none exist)'}",
-            code=2,
-        )
-    return sorted({t for pattern in patterns for t in fnmatch.filter(covered, pattern)})
 
 
 def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str]) -> None:

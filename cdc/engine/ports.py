@@ -8,7 +8,8 @@ Unit tests drive the engine with fakes of these (`tests/unit/engine`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from cdc.config import TableMapping
@@ -62,6 +63,39 @@ class Rows(Protocol):
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]: ...
 
     def close(self) -> None: ...
+
+
+class VerifyRows(Rows, RowsByKey, Protocol):
+    """What `cdc verify` reads: chunks, rows by key, and rows by key inside one consistent
+    snapshot."""
+
+    def valid_key(
+        self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]
+    ) -> bool:
+        """Whether `key` can be a key of the table (each part a value of its column)."""
+        ...
+
+    def position(self) -> Position:
+        """The server's binlog position now."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[tuple[str, int]]:
+        """A block whose reads see one consistent snapshot, yielding its binlog position
+        (file, offset)."""
+        ...
+
+
+class Documents(Protocol):
+    """The documents of an index, read back (what `cdc verify` compares)."""
+
+    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The source of each of `ids` the index holds (real time: no refresh needed);
+        ids it lacks are left out."""
+        ...
+
+    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+        """Every document id of the index, `page` at a time (after a refresh)."""
+        ...
 
 
 class Source(Protocol):

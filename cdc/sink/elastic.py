@@ -19,7 +19,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -40,6 +40,9 @@ from cdc.retry import Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
 log = logging.getLogger(__name__)
+
+_SCROLL = "2m"
+"""How long a scroll of `scan_ids` stays open between pages."""
 
 
 def _node(url: str, cfg: SinkConfig) -> NodeConfig:
@@ -182,6 +185,64 @@ class ElasticSink:
         }
         status, resp = self.request("POST", "/_aliases", orjson.dumps(body))
         self._check_status(status, resp, f"moving alias {alias} to {new}")
+
+    # -- reading documents back --------------------------------------------------------------
+
+    def refresh(self, index: str) -> None:
+        """Make every acknowledged write to `index` visible to searches."""
+        status, body = self.request("POST", f"/{quote(index)}/_refresh")
+        self._check_status(status, body, f"refreshing index {index}")
+
+    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The `_source` of each of `ids` that `index` holds (`_mget` reads in real time);
+        ids it lacks are left out."""
+        if not ids:
+            return {}
+        status, body = self.request(
+            "POST", f"/{quote(index)}/_mget", orjson.dumps({"ids": list(ids)})
+        )
+        self._check_status(status, body, f"reading documents of {index}")
+        found: dict[str, dict[str, Any]] = {}
+        for doc in body.get("docs", []) if isinstance(body, dict) else []:
+            if doc.get("found") and isinstance(doc.get("_source"), dict):
+                found[str(doc["_id"])] = doc["_source"]
+            elif "error" in doc:
+                raise CdcError(
+                    f"reading document {doc.get('_id')} of {index}: {describe_error(doc['error'])}"
+                )
+        return found
+
+    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+        """Every document id of `index`, `page` ids at a time, from one scroll over a
+        refreshed index (the scroll is cleared when the iteration ends or is abandoned)."""
+        self.refresh(index)
+        query = {"size": page, "_source": False, "sort": ["_doc"]}
+        status, body = self.request(
+            "POST", f"/{quote(index)}/_search?scroll={_SCROLL}", orjson.dumps(query)
+        )
+        self._check_status(status, body, f"listing documents of {index}")
+        scroll_id = body.get("_scroll_id")
+        try:
+            while True:
+                hits = body.get("hits", {}).get("hits", [])
+                if not hits:
+                    return
+                yield [str(hit["_id"]) for hit in hits]
+                status, body = self.request(
+                    "POST",
+                    "/_search/scroll",
+                    orjson.dumps({"scroll": _SCROLL, "scroll_id": scroll_id}),
+                )
+                self._check_status(status, body, f"listing documents of {index}")
+                scroll_id = body.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                try:
+                    self.request(
+                        "DELETE", "/_search/scroll", orjson.dumps({"scroll_id": [scroll_id]})
+                    )
+                except SinkUnavailable:
+                    log.debug("could not clear scroll of %s; it expires in %s", index, _SCROLL)
 
     # -- bulk -------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ table or an unusable key value `CdcError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 from cdc.config import SourceConfig
 from cdc.errors import CdcError, SchemaChanged
 from cdc.model.events import TableSchema
+from cdc.model.position import Position
 from cdc.source import mysql
 from cdc.source.columns import ColumnInfo, after_param, column_info, decoder, key_param
 from cdc.source.mysql import quote_name
@@ -113,6 +115,29 @@ class RowReader:
                 result[batch[row[0]]] = self._decode(info, row[1:])
         return result
 
+    def valid_key(
+        self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]
+    ) -> bool:
+        """Whether `key` (rendered as in `fetch_by_keys`) can be a key of the table: the
+        right number of parts, each a value of its column's type. A document id that is not
+        one cannot have come from the table."""
+        info = self._table(schema, table)
+        if len(key) != len(id_columns):
+            return False
+        try:
+            for name, part in zip(id_columns, key, strict=True):
+                key_param(info.info(name), part, self._zone)
+        except CdcError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[tuple[str, int]]:
+        """Reads inside this block see one consistent snapshot; yields the binlog position
+        (file, offset) it corresponds to (see `mysql.consistent_snapshot`)."""
+        with mysql.consistent_snapshot(self._session) as position:
+            yield position
+
     def fetch_chunk(
         self,
         schema: str,
@@ -195,6 +220,10 @@ class RowReader:
     def estimate_rows(self, schema: str, table: str) -> int:
         """The server's estimate of the table's row count (cheap; exact for MyISAM)."""
         return self._session.run(mysql.estimated_rows, schema, table)
+
+    def position(self) -> Position:
+        """The server's binlog position now (GTIDs, file and offset)."""
+        return self._session.run(mysql.current_position, self._session.info())
 
     def close(self) -> None:
         self._session.close()

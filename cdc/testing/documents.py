@@ -237,6 +237,8 @@ class DocumentStore:
         """(dotted field path, value) rules of `EsStandIn.reject_when`."""
         self.counts: dict[str, int] = {}
         """Bulk items by outcome (`EsStandIn.items`)."""
+        self.scrolls: dict[str, tuple[str, list[str], int]] = {}
+        """Open scrolls: id -> (index, the live document ids when it started, page size)."""
 
     # -- index APIs -------------------------------------------------------------------------
 
@@ -256,6 +258,83 @@ class DocumentStore:
                 "count": sum(1 for _, s in idx.docs.values() if s is not None),
                 "_shards": SHARDS,
             },
+        )
+
+    def mget(self, name: str, body: bytes) -> Reply:
+        """`POST /{name}/_mget` with `{"ids": [...]}`: each document, or `found: false`."""
+        idx = self.indices.get(name)
+        if idx is None:
+            return missing_index(name)
+        try:
+            ids = orjson.loads(body or b"{}").get("ids")
+        except (orjson.JSONDecodeError, AttributeError):
+            ids = None
+        if not isinstance(ids, list):
+            return Reply(400, error_body(400, "action_request_validation_exception", "no ids"))
+        docs = []
+        for doc_id in ids:
+            entry = idx.docs.get(str(doc_id))
+            if entry is None or entry[1] is None:
+                docs.append(orjson.dumps({"_index": name, "_id": str(doc_id), "found": False}))
+            else:
+                docs.append(
+                    b'{"_index":%b,"_id":%b,"_version":%d,"found":true,"_source":%b}'
+                    % (orjson.dumps(name), orjson.dumps(str(doc_id)), entry[0], entry[1])
+                )
+        return Reply(200, b'{"docs":[' + b",".join(docs) + b"]}")
+
+    def scroll_start(self, name: str, body: bytes) -> Reply:
+        """`POST /{name}/_search?scroll=...`: the first page of the live document ids (only
+        `size` is honoured; hits carry `_id` and no source)."""
+        idx = self.indices.get(name)
+        if idx is None:
+            return missing_index(name)
+        try:
+            size = int(orjson.loads(body or b"{}").get("size", 10))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return Reply(400, error_body(400, "parse_exception", "bad search body"))
+        live = sorted(doc_id for doc_id, (_, s) in idx.docs.items() if s is not None)
+        scroll_id = uuid.uuid4().hex
+        self.scrolls[scroll_id] = (name, live, size)
+        return self._page(scroll_id, 0)
+
+    def scroll_next(self, body: bytes) -> Reply:
+        """`POST /_search/scroll` with `{"scroll_id": ...}`: the next page."""
+        try:
+            scroll_id = str(orjson.loads(body or b"{}").get("scroll_id"))
+        except (orjson.JSONDecodeError, AttributeError):
+            scroll_id = ""
+        if scroll_id not in self.scrolls:
+            return Reply(
+                404, error_body(404, "search_context_missing_exception", "no search context")
+            )
+        return self._page(scroll_id, 1)
+
+    def scroll_clear(self, body: bytes) -> Reply:
+        """`DELETE /_search/scroll` with `{"scroll_id": [...]}`."""
+        try:
+            ids = orjson.loads(body or b"{}").get("scroll_id") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            ids = []
+        freed = sum(self.scrolls.pop(str(i), None) is not None for i in ids)
+        return Reply(200, orjson.dumps({"succeeded": True, "num_freed": freed}))
+
+    def _page(self, scroll_id: str, advance: int) -> Reply:
+        name, live, size = self.scrolls[scroll_id]
+        if advance:
+            live = live[size:]
+            self.scrolls[scroll_id] = (name, live, size)
+        hits = [{"_index": name, "_id": doc_id, "_score": None} for doc_id in live[:size]]
+        return Reply(
+            200,
+            orjson.dumps(
+                {
+                    "_scroll_id": scroll_id,
+                    "took": 0,
+                    "timed_out": False,
+                    "hits": {"total": {"value": len(live), "relation": "eq"}, "hits": hits},
+                }
+            ),
         )
 
     def index_api(self, method: str, name: str, body: bytes) -> Reply:

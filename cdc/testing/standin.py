@@ -11,6 +11,9 @@ the part of the Elasticsearch API the connector uses, shaped like Elasticsearch 
     POST /{index}/_refresh       200 (404 index_not_found_exception if missing)
     GET  /{index}/_count         live documents
     GET  /{index}/_doc/{id}      one document, or 404
+    POST /{index}/_mget          documents by id (`{"ids": [...]}`)
+    POST /{index}/_search?scroll=...  the ids of every live document, page by page (`size`);
+    POST|DELETE /_search/scroll  the next page, or the end of a scroll
     POST /_bulk, /{index}/_bulk  NDJSON `index` and `delete` actions
 
 Other paths answer 400 "no handler found", like Elasticsearch. Request bodies may be
@@ -379,6 +382,18 @@ class EsStandIn:
                     return self._docs.count(name)
             if parts[1] == "_doc" and len(parts) == 3 and method == "GET":
                 return self._get_doc(name, parts[2])
+            if parts[1] == "_mget" and len(parts) == 2 and method in ("POST", "GET"):
+                with self._lock:
+                    return self._docs.mget(name, body)
+            if parts[1] == "_search" and len(parts) == 2 and "scroll=" in target:
+                with self._lock:
+                    return self._docs.scroll_start(name, body)
+        if parts == ["_search", "scroll"] and method in ("POST", "GET"):
+            with self._lock:
+                return self._docs.scroll_next(body)
+        if parts == ["_search", "scroll"] and method == "DELETE":
+            with self._lock:
+                return self._docs.scroll_clear(body)
         return Reply(
             400,
             orjson.dumps({"error": f"no handler found for uri [{target}] and method [{method}]"}),

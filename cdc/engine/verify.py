@@ -1,0 +1,438 @@
+"""`cdc verify`: compare the index with the document every MySQL row should produce.
+
+For every index, three passes, with memory bounded by the chunk size:
+
+1. Rows: each table feeding the index is read in primary-key chunks inside consistent
+   snapshots whose binlog position P is known; once the running connector has acknowledged
+   past P (its checkpoint), the chunk's documents are fetched with `_mget` and compared with
+   what the table mapping builds from the rows (the same `Mapper` as the stream).
+2. Extras: one scroll over the index's document ids; an id no table has a row for is extra.
+3. Settling: a difference is only a candidate until it is read again. The rows are read in a
+   new consistent snapshot, the checkpoint awaited, the documents fetched, the rows read once
+   more: a document that matches is no difference (the stream had not caught up); one that
+   does not, while the row stayed the same, is confirmed; a row that keeps changing until
+   `settle_timeout` is reported as `changing`. So a busy database gives the same report as a
+   quiet one.
+
+`repair` re-sends what differs with the version `(checkpoint counter, MAX_ROW_SLOT)`, read
+before the rows are, which is above every write the rows already reflect and below every later
+one: it can never roll back a change the stream applies meanwhile (see `cdc.engine.replay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from cdc.config import ConnectorConfig, TableMapping
+from cdc.engine.ports import Documents, VerifyRows, Writer
+from cdc.errors import CdcError, Interrupted
+from cdc.model.lag import reached
+from cdc.model.position import Position
+from cdc.model.versions import MAX_ROW_SLOT, initial_counter, version
+from cdc.sink.bulk import BulkItem
+from cdc.state.stores import CheckpointStore
+from cdc.transform.mapping import Action, Mapper, Mappers
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["missing", "different", "extra"]
+Expected = dict[str, Any] | None
+"""A document's expected source (JSON values), or None when no document should exist."""
+
+PAGE = 500
+"""Documents compared per `_mget`, and ids per settling round."""
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class IndexReport:
+    """What one index holds against its tables."""
+
+    checked: int = 0
+    """Rows compared."""
+    missing: list[str] = field(default_factory=list)
+    """Ids of documents a row should produce that the index lacks."""
+    different: list[dict[str, Any]] = field(default_factory=list)
+    """`{"id": ..., "fields": [...]}` of documents whose fields differ from the row's."""
+    extra: list[str] = field(default_factory=list)
+    """Ids of documents no row should produce."""
+    changing: list[str] = field(default_factory=list)
+    """Ids whose rows kept changing, so they could not be compared."""
+    repaired: list[str] = field(default_factory=list)
+    """Ids `repair` re-sent or deleted, when it ran."""
+
+    @property
+    def differences(self) -> int:
+        return len(self.missing) + len(self.different) + len(self.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "checked": self.checked,
+            "missing": sorted(self.missing),
+            "different": sorted(self.different, key=lambda d: str(d["id"])),
+            "extra": sorted(self.extra),
+            "changing": sorted(self.changing),
+        }
+        if self.repaired:
+            data["repaired"] = sorted(self.repaired)
+        return data
+
+
+@dataclass
+class Report:
+    """The result of one verification."""
+
+    indices: dict[str, IndexReport] = field(default_factory=dict)
+
+    @property
+    def equal(self) -> bool:
+        return all(r.differences == 0 for r in self.indices.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"indices": {name: r.to_dict() for name, r in sorted(self.indices.items())}}
+
+
+Progress = Callable[[str, int, int], None]
+"""Called with (table, rows checked, rows estimated) as pass 1 goes."""
+
+
+@dataclass
+class _Candidate:
+    """A document that differs, until settling says otherwise."""
+
+    key: tuple[str, ...] | None = None
+    """The row's key, when the candidate came from a row (pass 1)."""
+    table: str | None = None
+
+
+class Verifier:
+    """Verifies the indices of one connector config (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: ConnectorConfig,
+        rows: VerifyRows,
+        docs: Documents,
+        checkpoints: CheckpointStore,
+        *,
+        mappers: Mappers | None = None,
+        stop: threading.Event | None = None,
+        max_rows_per_second: int = 0,
+        catch_up_timeout: float = 10.0,
+        settle_timeout: float = 60.0,
+        on_progress: Progress | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._rows = rows
+        self._docs = docs
+        self._checkpoints = checkpoints
+        self._mappers = mappers or Mappers(cfg.mapping_for, ZoneInfo(cfg.source.time_zone))
+        self._stop = stop or threading.Event()
+        self._rate = max_rows_per_second
+        self._catch_up_timeout = catch_up_timeout
+        self._settle_timeout = settle_timeout
+        self._on_progress = on_progress
+        self._stalled = False
+
+    # -- the passes -------------------------------------------------------------------------
+
+    def run(self, tables: Iterable[str] | None = None) -> Report:
+        """Verify every index fed by `tables` (default: every mapped table that exists)."""
+        wanted = set(tables) if tables is not None else None
+        by_index: dict[str, list[str]] = {}
+        for table in self._rows.list_tables():
+            mapping = self._mapping(table)
+            if mapping is not None and (wanted is None or table in wanted):
+                by_index.setdefault(mapping.index, []).append(table)
+        report = Report()
+        for index, members in sorted(by_index.items()):
+            feeding = self._feeding(index)
+            result = report.indices[index] = IndexReport()
+            candidates: dict[str, _Candidate] = {}
+            for table in members:
+                self._rows_pass(index, table, result, candidates)
+            self._extras_pass(index, feeding, candidates)
+            self._settle(index, feeding, result, candidates)
+        return report
+
+    def _mapping(self, table: str) -> TableMapping | None:
+        return self._cfg.mapping_for(*table.split(".", 1))
+
+    def _feeding(self, index: str) -> list[str]:
+        """Every existing table whose mapping writes to `index`."""
+        return [
+            t
+            for t in self._rows.list_tables()
+            if (m := self._mapping(t)) is not None and m.index == index
+        ]
+
+    def _mapper(self, table: str) -> Mapper:
+        mapping = self._mapping(table)
+        assert mapping is not None
+        return self._mappers.with_mapping(mapping, self._rows.table_schema(*table.split(".", 1)))
+
+    def _rows_pass(
+        self, index: str, table: str, result: IndexReport, candidates: dict[str, _Candidate]
+    ) -> None:
+        schema_name, table_name = table.split(".", 1)
+        key = self._rows.unique_key(schema_name, table_name)
+        if key is None:
+            raise CdcError(
+                f"{table} has neither a primary key nor a unique key on NOT NULL columns, so it "
+                "cannot be read in chunks",
+                hint="add a primary key to the table, or verify the other tables (--table)",
+            )
+        total = self._rows.estimate_rows(schema_name, table_name)
+        size = self._cfg.snapshot.chunk_size
+        after: tuple[Any, ...] | None = None
+        done = 0
+        while True:
+            self._check_stop()
+            began = time.monotonic()
+            described, rows, (file, offset) = self._rows.consistent_chunk(
+                schema_name, table_name, key, after, size
+            )
+            mapping = self._mapping(table)
+            assert mapping is not None
+            mapper = self._mappers.with_mapping(mapping, described)
+            expected: dict[str, tuple[Expected, tuple[str, ...]]] = {}
+            for row in rows:
+                for action in mapper.map_row(row):
+                    expected[action.doc_id] = (_expected(action), action.key)
+            differ = self._differing(index, list(expected), expected)
+            if differ and self._await(file, offset):
+                # The stream may just not have caught up: look again once it has.
+                differ = self._differing(index, differ, expected)
+            for doc_id in differ:
+                _, row_key = expected[doc_id]
+                candidates[doc_id] = _Candidate(row_key, table)
+            done += len(rows)
+            result.checked += len(rows)
+            if self._on_progress is not None:
+                self._on_progress(table, done, max(total, done))
+            if len(rows) < size:
+                return
+            after = tuple(rows[-1][c] for c in key)
+            if self._rate:
+                self._stop.wait(max(0.0, len(rows) / self._rate - (time.monotonic() - began)))
+
+    def _differing(
+        self, index: str, ids: list[str], expected: dict[str, tuple[Expected, tuple[str, ...]]]
+    ) -> list[str]:
+        """The ids among `ids` whose document differs from the expected one."""
+        differ = []
+        for page in _pages(ids):
+            actual = self._docs.mget(index, page)
+            differ += [i for i in page if _compare(expected[i][0], actual.get(i)) is not None]
+        return differ
+
+    def _extras_pass(
+        self, index: str, feeding: list[str], candidates: dict[str, _Candidate]
+    ) -> None:
+        for ids in self._docs.scan_ids(index, PAGE):
+            self._check_stop()
+            unknown = [i for i in ids if i not in candidates]
+            found = self._expected_now(feeding, unknown)
+            for doc_id in unknown:
+                if found.get(doc_id) is None:
+                    candidates[doc_id] = _Candidate()
+
+    def _settle(
+        self,
+        index: str,
+        feeding: list[str],
+        result: IndexReport,
+        candidates: dict[str, _Candidate],
+    ) -> None:
+        pending = dict(candidates)
+        deadline = time.monotonic() + self._settle_timeout
+        first = True
+        while pending and (first or time.monotonic() < deadline):
+            if not first:
+                self._stop.wait(1.0)
+            first = False
+            for ids in _pages(list(pending)):
+                self._check_stop()
+                before, (file, offset) = self._expected_snapshot(feeding, ids, pending)
+                if not self._await(file, offset):
+                    continue
+                actual = self._docs.mget(index, ids)
+                after = self._expected_now(feeding, ids, pending)
+                for doc_id in ids:
+                    want = before.get(doc_id)
+                    kind = _compare(want, actual.get(doc_id))
+                    if kind is None:
+                        del pending[doc_id]
+                    elif want == after.get(doc_id):
+                        del pending[doc_id]
+                        _record(result, doc_id, kind)
+        result.changing.extend(pending)
+
+    # -- reading rows -----------------------------------------------------------------------
+
+    def _expected_snapshot(
+        self, feeding: list[str], ids: list[str], known: dict[str, _Candidate]
+    ) -> tuple[dict[str, Expected], tuple[str, int]]:
+        with self._rows.snapshot() as position:
+            return self._expected_now(feeding, ids, known), position
+
+    def _expected_now(
+        self, feeding: list[str], ids: Sequence[str], known: dict[str, _Candidate] | None = None
+    ) -> dict[str, Expected]:
+        """The expected source of each id whose row exists in a feeding table (None for a row
+        whose document should not exist: soft-deleted); ids with no row are left out."""
+        found: dict[str, Expected] = {}
+        for table in feeding:
+            mapper = self._mapper(table)
+            keys: dict[tuple[str, ...], str] = {}
+            for doc_id in ids:
+                if doc_id in found:
+                    continue
+                candidate = known.get(doc_id) if known else None
+                key = candidate.key if candidate and candidate.table == table else None
+                key = key or _split_id(doc_id, mapper)
+                if key is not None and self._rows.valid_key(*_names(table), mapper.id_columns, key):
+                    keys[key] = doc_id
+            if not keys:
+                continue
+            rows = self._rows.fetch_by_keys(*_names(table), mapper.id_columns, list(keys))
+            for key, row in rows.items():
+                if row is None:
+                    continue
+                doc_id = keys[key]
+                want: Expected = None
+                for action in mapper.map_row(row):
+                    if action.doc_id == doc_id:
+                        want = _expected(action)
+                found[doc_id] = want
+        return found
+
+    def _await(self, file: str, offset: int) -> bool:
+        """Whether the running connector's checkpoint has passed the binlog position
+        `file:offset`, waiting up to `catch_up_timeout` for it (True without a checkpoint:
+        nothing is streaming). The checkpoint has also passed it when it has reached the
+        server's current position (an idle server whose binlog rotated since its last
+        transaction reports a snapshot position in the new file).
+
+        Once a wait has timed out, later calls look without waiting, so a connector that is
+        stopped costs one timeout, not one per chunk."""
+        deadline = time.monotonic() + (0.0 if self._stalled else self._catch_up_timeout)
+        while True:
+            checkpoint = self._checkpoints.load()
+            if checkpoint is None:
+                return True
+            at = checkpoint.position
+            if reached(at, Position(at.flavor, "", file, offset)) or reached(
+                at, self._rows.position()
+            ):
+                self._stalled = False
+                return True
+            if time.monotonic() >= deadline:
+                if not self._stalled:
+                    log.warning(
+                        "the connector's checkpoint (%s) has not reached %s:%d within %.0f s: "
+                        "differences on rows changed since cannot be confirmed yet",
+                        at.describe(),
+                        file,
+                        offset,
+                        self._catch_up_timeout,
+                    )
+                self._stalled = True
+                return False
+            self._stop.wait(POLL_SECONDS)
+            self._check_stop()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise Interrupted("verification stopped")
+
+    # -- repairing --------------------------------------------------------------------------
+
+    def repair(self, report: Report, sink: Writer) -> Report:
+        """Re-send every missing and different document and delete every extra one, with
+        versions that cannot roll back the stream; then verify those documents again. Returns
+        the report of what still differs (with `repaired` filled in)."""
+        checkpoint = self._checkpoints.load()
+        counter = checkpoint.counter if checkpoint is not None else initial_counter()
+        repair_version = version(counter, MAX_ROW_SLOT)
+        after = Report()
+        for index, found in report.indices.items():
+            ids = found.missing + [d["id"] for d in found.different] + found.extra
+            fixed = after.indices[index] = IndexReport(checked=found.checked)
+            fixed.changing = list(found.changing)
+            if not ids:
+                continue
+            feeding = self._feeding(index)
+            items = []
+            for page in _pages(ids):
+                wanted = self._expected_now(feeding, page)
+                for doc_id in page:
+                    source = wanted.get(doc_id)
+                    op: Literal["index", "delete"] = "delete" if source is None else "index"
+                    action = Action(op, index, doc_id, source)
+                    items.append(BulkItem(action, repair_version, index))
+            rejected = sink.write(items, stop=self._stop)
+            fixed.repaired = [i.action.doc_id for i in items]
+            for item, result in rejected:
+                log.warning("repair of %s/%s rejected: %s", index, item.action.doc_id, result.error)
+            again = {i: _Candidate() for i in ids}
+            self._settle(index, feeding, fixed, again)
+        return after
+
+
+def _expected(action: Action) -> Expected:
+    """The source an action leaves in the index, as JSON reads it back (decimals as numbers,
+    fragments resolved)."""
+    if action.op == "delete" or action.source is None:
+        return None
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(action.source))
+    return loaded
+
+
+def _compare(want: Expected, have: dict[str, Any] | None) -> tuple[Kind, list[str]] | None:
+    """How a document differs from the expected one; None when it does not."""
+    if want is None:
+        return None if have is None else ("extra", [])
+    if have is None:
+        return ("missing", [])
+    keys = want.keys() | have.keys()
+    fields = sorted(k for k in keys if want.get(k, _ABSENT) != have.get(k, _ABSENT))
+    return ("different", fields) if fields else None
+
+
+_ABSENT = object()
+
+
+def _record(result: IndexReport, doc_id: str, kind: tuple[Kind, list[str]]) -> None:
+    if kind[0] == "missing":
+        result.missing.append(doc_id)
+    elif kind[0] == "extra":
+        result.extra.append(doc_id)
+    else:
+        result.different.append({"id": doc_id, "fields": kind[1]})
+
+
+def _split_id(doc_id: str, mapper: Mapper) -> tuple[str, ...] | None:
+    """The key parts a document id was joined from by `mapper`'s mapping; None if it cannot be
+    one of its ids."""
+    count = len(mapper.id_columns)
+    parts = tuple(doc_id.split(mapper.mapping.id_separator, count - 1)) if count > 1 else (doc_id,)
+    return parts if len(parts) == count else None
+
+
+def _names(table: str) -> tuple[str, str]:
+    schema, name = table.split(".", 1)
+    return schema, name
+
+
+def _pages(ids: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), PAGE):
+        yield ids[start : start + PAGE]

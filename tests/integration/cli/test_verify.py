@@ -1,0 +1,152 @@
+"""`cdc verify` against a running connector while a writer keeps changing rows: documents
+corrupted behind the connector's back are reported exactly, by kind, run after run; nothing
+else is; `--repair` makes the index equal MySQL, which an independent query confirms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from harness import CdcProcess, RandomWriter, stored_checkpoint, wait_for, write_config
+from rig import MariaDB, Osmem
+
+from cdc.model.lag import reached
+from cdc.model.position import Position
+
+STATIC = range(100_001, 100_301)
+"""Rows the writer never touches (it works on ids below 100,000 and above 500,000)."""
+
+
+def _verify(config: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdc", "verify", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = orjson.loads(proc.stdout) if "--json" in args and proc.stdout.strip() else {}
+    return proc.returncode, report, proc.stdout + proc.stderr
+
+
+def _setup(mariadb: MariaDB, osmem: Osmem, db: str, tmp_path: Path) -> Path:
+    mariadb.sql(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), qty INT, price DECIMAL(10,2))",
+        db=db,
+    )
+    values = ", ".join(f"({i}, 'static {i}', {i % 7}, {i % 100}.25)" for i in STATIC)
+    mariadb.sql(f"INSERT INTO items VALUES {values}", db=db)
+    return write_config(
+        tmp_path / "c.yaml",
+        port=mariadb.port,
+        es_url=osmem.url,
+        tables=[{"table": f"{db}.items", "index": f"{db}_items"}],
+        name=db,
+        snapshot={"mode": "initial", "chunk_size": 100},
+    )
+
+
+def _caught_up(mariadb: MariaDB, config: Path) -> bool:
+    checkpoint = stored_checkpoint(config)
+    if checkpoint is None:
+        return False
+    gtid = mariadb.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
+    return reached(checkpoint.position, Position("mariadb", gtid))
+
+
+def _index_equals_mysql(mariadb: MariaDB, osmem: Osmem, db: str) -> None:
+    """The whole index against a plain SELECT, not the connector's mapping code."""
+    rows = mariadb.query("SELECT id, name, qty, price FROM items", db=db)
+    expected = {
+        str(i): {"id": i, "name": n, "qty": q, "price": float(p) if p is not None else None}
+        for i, n, q, p in rows
+    }
+    docs = osmem.all_docs(f"{db}_items")
+    actual = {
+        doc_id: {**doc, "price": float(Decimal(str(doc["price"])))} for doc_id, doc in docs.items()
+    }
+    assert actual == expected
+
+
+def _corrupt(osmem: Osmem, db: str) -> dict[str, Any]:
+    """Corrupt the index behind the connector's back; returns what `verify` must report."""
+    index = f"{db}_items"
+    missing = [str(i) for i in range(100_001, 100_006)]
+    for doc_id in missing:
+        osmem.request("DELETE", f"/{index}/_doc/{doc_id}")
+    different = []
+    for i in range(100_010, 100_014):
+        doc = osmem.get_doc(index, str(i))
+        assert doc is not None
+        osmem.request("PUT", f"/{index}/_doc/{i}", {**doc["_source"], "name": "corrupted"})
+        different.append({"id": str(i), "fields": ["name"]})
+    # Documents written under an older mapping: `name` was renamed `title`, `legacy` added.
+    for i in range(100_020, 100_023):
+        doc = osmem.get_doc(index, str(i))
+        assert doc is not None
+        source = dict(doc["_source"])
+        source["title"] = source.pop("name")
+        osmem.request("PUT", f"/{index}/_doc/{i}", {**source, "legacy": True})
+        different.append({"id": str(i), "fields": ["legacy", "name", "title"]})
+    extra = ["900001", "900002", "not-a-number"]
+    for doc_id in extra:
+        osmem.request("PUT", f"/{index}/_doc/{doc_id}", {"id": 0, "name": "ghost"})
+    osmem.refresh(index)
+    return {"missing": missing, "different": different, "extra": sorted(extra), "changing": []}
+
+
+def _differences(report: dict[str, Any], index: str) -> dict[str, Any]:
+    found = dict(report["indices"][index])
+    assert found.pop("checked") >= len(STATIC)
+    return found
+
+
+def test_verify_reports_exactly_the_corrupted_documents_under_writes_and_repair_fixes_them(
+    mariadb: MariaDB, osmem: Osmem, fresh_db: str, tmp_path: Path
+) -> None:
+    db = fresh_db
+    index = f"{db}_items"
+    config = _setup(mariadb, osmem, db, tmp_path)
+    writer = RandomWriter(mariadb, db, seed=12, pause=0.005)
+    with CdcProcess(config) as connector:
+        wait_for(lambda: osmem.count(index) >= len(STATIC), 60, "the initial snapshot")
+        wait_for(lambda: _caught_up(mariadb, config), 60, "the connector to catch up")
+
+        # A quiet database first, then the same under writes.
+        clean_code, clean, _ = _verify(config, "--json")
+        assert clean_code == 0, clean
+        expected = _corrupt(osmem, db)
+        quiet_code, quiet, quiet_out = _verify(config, "--json")
+        writer.start()
+        wait_for(lambda: writer.transactions > 50, 30, "the writer")
+        busy = [_verify(config, "--json") for _ in range(2)]
+
+        assert quiet_code == 1, quiet_out
+        assert _differences(quiet, index) == expected
+        for code, report, out in busy:
+            assert code == 1, out
+            assert _differences(report, index) == expected, out
+
+        code, repaired, out = _verify(config, "--json", "--repair")
+        assert code == 0, out
+        assert _differences(repaired, index) == expected
+        assert sorted(repaired["after_repair"]["indices"][index]["repaired"]) == sorted(
+            expected["missing"] + [d["id"] for d in expected["different"]] + expected["extra"]
+        )
+        again_code, again, again_out = _verify(config, "--json")
+        assert again_code == 0, again_out
+        assert _differences(again, index) == {
+            "missing": [],
+            "different": [],
+            "extra": [],
+            "changing": [],
+        }
+
+        assert writer.finish() > 50
+        wait_for(lambda: _caught_up(mariadb, config), 60, "the connector to catch up")
+        _index_equals_mysql(mariadb, osmem, db)
+        connector.terminate()
+        assert connector.wait() == 0, connector.log()
