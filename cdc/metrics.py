@@ -13,6 +13,11 @@ Each `Metrics` owns its registry (several pipelines can live in one test process
     cdc_dead_letters                    documents parked in the dead-letter queue
     cdc_reconnects_total{component}     link failures by component
     cdc_snapshot_rows{table}            rows copied so far by a table's snapshot
+    cdc_verify_mismatches{index,kind}   documents the last verification pass found missing,
+                                        different, extra or changing
+    cdc_verify_rows_total               rows compared by verification passes
+    cdc_verify_repaired_total           documents verification repaired (`verify.repair`)
+    cdc_verify_last_pass_timestamp_seconds  when the last full verification pass ended
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ class Metrics:
             "cdc_snapshot_rows",
             "Rows copied by the current snapshot of a table",
             ["table"],
+            registry=r,
+        )
+        self.verify_mismatches = Gauge(
+            "cdc_verify_mismatches",
+            "Documents the last verification pass found missing, different, extra or changing",
+            ["index", "kind"],
+            registry=r,
+        )
+        self.verify_rows = Counter(
+            "cdc_verify_rows", "Rows compared by verification passes", registry=r
+        )
+        self.verify_repaired = Counter(
+            "cdc_verify_repaired", "Documents repaired by verification", registry=r
+        )
+        self.verify_last_pass = Gauge(
+            "cdc_verify_last_pass_timestamp_seconds",
+            "When the last full verification pass ended (seconds since the epoch)",
             registry=r,
         )
         self.reconnects = Counter(

@@ -3,6 +3,7 @@ Elasticsearch does (external versions), a recorder, a clock, and a source that p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,15 @@ class FakeSink:
         """The documents of `index` that exist (deletes leave tombstones)."""
         return {i: src for (idx, i), (_, src) in self.docs.items() if idx == index and src}
 
+    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        live = self.live(index)
+        return {i: live[i] for i in ids if i in live}
+
+    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+        ids = sorted(self.live(index))
+        for start in range(0, len(ids), page):
+            yield ids[start : start + page]
+
     def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
         return []
 
@@ -222,6 +232,26 @@ class NoRows:
         limit: int,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]:
         raise AssertionError("nothing is snapshotted")
+
+    def fetch_by_keys(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> dict[tuple[str, ...], dict[str, Any] | None]:
+        raise AssertionError("nothing is read by key")
+
+    def valid_key(
+        self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]
+    ) -> bool:
+        raise AssertionError("nothing is read by key")
+
+    def snapshot(self) -> contextlib.AbstractContextManager[tuple[str, int]]:
+        raise AssertionError("nothing is verified")
+
+    def position(self) -> Position:
+        raise AssertionError("nothing is verified")
 
     def close(self) -> None:
         return None

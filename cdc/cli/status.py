@@ -32,7 +32,7 @@ from cdc.config import ConnectorConfig, load_config
 from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.lag import Behind, measure_behind
-from cdc.model.status import Status
+from cdc.model.status import Status, VerifySummary
 from cdc.source.mysql import binary_logs, current_position
 from cdc.state.backends import open_stores
 from cdc.state.stores import DeadLetterQueue
@@ -57,7 +57,7 @@ HEALTH_HELP = paragraphs(
 def status(config: ConfigOption, json: JsonOption = False) -> None:
     """Print the connector's state, position, lag, errors and counts."""
     cfg = load(config)
-    report: dict[str, Any] = {"name": cfg.name}
+    report: dict[str, Any] = {"name": cfg.name, "verify_interval": cfg.verify.interval}
     with reported(), open_stores(cfg) as stores:
         report["store"] = stores.checkpoints.describe()
         heartbeat = stores.heartbeats.read()
@@ -150,6 +150,9 @@ def _print_status(
             f"  snapshot     {snapshot.table} {snapshot.state}, "
             f"{snapshot.rows_done:,} of about {total:,} rows"
         )
+    verify_line = describe_verify(heartbeat.verify, report["verify_interval"])
+    if verify_line:
+        typer.echo(f"  verify       {verify_line}")
     run = "this run" if heartbeat.running else "last run"
     typer.echo(
         f"  {run}     {heartbeat.transactions} transactions, {heartbeat.changes} row changes, "
@@ -157,6 +160,25 @@ def _print_status(
     )
     for table in sorted(heartbeat.by_table):
         typer.echo(f"    {table}  {heartbeat.by_table[table]} row changes")
+
+
+def describe_verify(summary: VerifySummary | None, interval: float) -> str | None:
+    """The last continuous-verification pass in one line; None when it is off and never ran."""
+    if summary is None:
+        return f"every {duration(interval)}; no pass finished yet" if interval > 0 else None
+    finished = f"last pass {ago(summary.finished_at)}"
+    if summary.error is not None:
+        return f"{finished} failed: {summary.error}"
+    found = [
+        f"{index} " + ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
+        for index, kinds in sorted(summary.differences.items())
+        if any(kinds.values())
+    ]
+    repaired = f"; {summary.repaired} repaired" if summary.repaired else ""
+    result = "; ".join(found) if found else "every index equals MySQL"
+    return (
+        f"{finished}: {summary.checked:,} rows in {duration(summary.seconds)}, {result}{repaired}"
+    )
 
 
 def health(config: ConfigOption) -> None:

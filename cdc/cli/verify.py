@@ -27,7 +27,7 @@ from cdc.cli.common import (
 )
 from cdc.config import ConnectorConfig
 from cdc.engine.snapshotter import resolve_tables
-from cdc.engine.verify import IndexReport, Report, Verifier
+from cdc.engine.verify import IndexReport, Report, Verifier, snapshotting
 from cdc.errors import Interrupted
 from cdc.sink.elastic import ElasticSink
 from cdc.source.rows import RowReader
@@ -123,6 +123,14 @@ def _check(
         if not covered:
             fail("none of the mapped tables exists on the server", code=2)
         tables = matching_tables(covered, table) if table else covered
+        indices = {_index_of(cfg, t) for t in tables}
+        busy = snapshotting(stores.snapshots, [t for t in covered if _index_of(cfg, t) in indices])
+        if busy:
+            fail(
+                f"a snapshot of {', '.join(busy)} is under way: its documents are still being "
+                "copied, so the index cannot be compared yet",
+                "run cdc verify once it is done (cdc status shows its progress)",
+            )
         sink = ElasticSink(cfg.sink)
         bar = _Bar() if sys.stderr.isatty() else None
         try:
@@ -148,6 +156,12 @@ def _check(
         finally:
             sink.close()
     return report, after
+
+
+def _index_of(cfg: ConnectorConfig, table: str) -> str:
+    mapping = cfg.mapping_for(*table.split(".", 1))
+    assert mapping is not None
+    return mapping.index
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from cdc.config.models import (
     SourceConfig,
     TableMapping,
     TlsConfig,
+    VerifyConfig,
 )
 from cdc.errors import ConfigError
 
@@ -45,5 +46,6 @@ __all__ = [
     "SourceConfig",
     "TableMapping",
     "TlsConfig",
+    "VerifyConfig",
     "load_config",
 ]

@@ -349,6 +349,27 @@ class SnapshotConfig(_Model):
     """Throttle to protect the primary; 0 means no limit."""
 
 
+class VerifyConfig(_Model):
+    """Continuous verification: the running connector compares every index with MySQL in the
+    background (what `cdc verify` does once)."""
+
+    interval: float = Field(0, ge=0)
+    """Seconds from the start of one full pass to the start of the next; 0 turns it off."""
+    max_rows_per_second: int = Field(1000, ge=0)
+    """Rows read from MySQL per second by a pass; 0 means no limit."""
+    repair: bool = False
+    """Repair what a pass finds (as `cdc verify --repair`), instead of only reporting it."""
+    settle_timeout: float = Field(60, gt=0)
+    """Seconds a pass waits for rows that changed while it ran before calling them changing."""
+
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if 0 < value < 10:
+            raise ValueError("must be 0 (off) or at least 10 seconds")
+        return value
+
+
 class MetricsConfig(_Model):
     """The Prometheus endpoint."""
 
@@ -382,6 +403,8 @@ class ConnectorConfig(_Model):
     """The Prometheus `/metrics` endpoint."""
     snapshot: SnapshotConfig = SnapshotConfig()
     """Initial load and re-sync of tables."""
+    verify: VerifyConfig = VerifyConfig()
+    """Background verification of the indices against MySQL."""
 
     @field_validator("name")
     @classmethod

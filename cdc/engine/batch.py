@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cdc.errors import MappingError
-from cdc.model.versions import MAX_ROW_SLOT
+from cdc.model.versions import TRANSACTION_SLOTS
 from cdc.sink.bulk import BulkItem
 
 
@@ -37,9 +37,9 @@ class Versions:
         of one row change; raises MappingError once a transaction has more than fit."""
         first = self._slot
         self._slot += count
-        if self._slot > MAX_ROW_SLOT + 1:
+        if self._slot > TRANSACTION_SLOTS:
             raise MappingError(
-                f"a transaction on {table} has more than {MAX_ROW_SLOT} row changes",
+                f"a transaction on {table} has more than {TRANSACTION_SLOTS:,} row changes",
                 hint="split the transaction; larger ones cannot be versioned",
             )
         return first

@@ -26,6 +26,7 @@ from cdc.engine.ports import Sink, Source
 from cdc.engine.recorder import Recorder
 from cdc.engine.snapshots import Snapshots
 from cdc.engine.startup import check_mappings, start_from
+from cdc.engine.verify_loop import VerifyLoop
 from cdc.errors import CdcError, ConfigError, Interrupted
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
@@ -71,6 +72,7 @@ class Pipeline:
         )
         self.mappers = Mappers(cfg.mapping_for, ZoneInfo(cfg.source.time_zone))
         self.snapshots = Snapshots(cfg, self.source, stores.snapshots, sink, self.mappers, m)
+        self.verifying = VerifyLoop(cfg, self.source, sink, stores, m)
         self.loop: Loop | None = None
         self.stats = RunStats()
         self.last_error: str | None = None
@@ -153,6 +155,7 @@ class Pipeline:
         position = start.position
         self.snapshots.resume_at(position.file, position.offset, start.counter)
         retry(lambda: self.snapshots.start(fresh), outages.source, stop)
+        self.verifying.start()
         return info, now
 
     def _check_mappings(self) -> None:
@@ -199,6 +202,7 @@ class Pipeline:
     def _finish(self) -> None:
         """Stop the snapshotter, write the last acknowledged checkpoint and say the connector
         stopped (kept a while so `cdc status` can show why)."""
+        self.verifying.close()
         self.snapshots.close()
         if self.loop is not None:
             self.loop.offer(force=True)
@@ -256,6 +260,7 @@ class Pipeline:
             reconnects=stats.reconnects,
             by_table=dict(stats.by_table),
             snapshot=self.snapshots.progress,
+            verify=self.verifying.last,
         )
 
     def _lag(self) -> float:

@@ -114,7 +114,7 @@ class Source(Protocol):
         """A stream of the committed changes after `start`."""
         ...
 
-    def rows(self) -> Rows:
+    def rows(self) -> VerifyRows:
         """A reader of current rows (one connection; the caller closes it)."""
         ...
 
@@ -134,7 +134,7 @@ class Writer(Protocol):
         ...
 
 
-class Sink(Writer, Protocol):
+class Sink(Writer, Documents, Protocol):
     """The search cluster, as the engine sees it."""
 
     on_request: Callable[[float], None] | None

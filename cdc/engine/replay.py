@@ -32,7 +32,7 @@ from cdc.config import ConnectorConfig
 from cdc.engine.ports import RowsByKey, Writer
 from cdc.errors import CdcError, MappingError
 from cdc.model.letters import DeadLetter, clip_error
-from cdc.model.versions import MAX_ROW_SLOT, counter_of, version
+from cdc.model.versions import COPY_SLOT, counter_of, version
 from cdc.sink.bulk import BulkItem, ItemResult
 from cdc.state.stores import CheckpointStore, DeadLetterQueue
 from cdc.transform.mapping import Action, Mapper
@@ -211,7 +211,7 @@ def _replay_page(
 
 
 def _version(floor: int, group: _Group) -> int:
-    """The external version a replayed row is written with: (C, max slot), where C is the
+    """The external version a replayed row is written with: (C, COPY_SLOT), where C is the
     stored checkpoint's counter or the newest letter's transaction counter, if higher.
 
     Every transaction with a counter <= C committed before the row is read now (the
@@ -224,7 +224,7 @@ def _version(floor: int, group: _Group) -> int:
     letter could lose, as "stale", to a document older than the rejected change.
     """
     newest = max(counter_of(letter.version) for _, letter in group.letters)
-    return version(max(floor, newest), MAX_ROW_SLOT)
+    return version(max(floor, newest), COPY_SLOT)
 
 
 def _prepare(

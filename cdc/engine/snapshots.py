@@ -1,6 +1,6 @@
 """Snapshot chunks merged into the stream, and rebuilds written twice.
 
-A chunk read at binlog position P gets the version `(N, MAX_ROW_SLOT)`, where N is the counter
+A chunk read at binlog position P gets the version `(N, COPY_SLOT)`, where N is the counter
 of the last transaction at or before P: higher than every change the chunk already reflects,
 lower than every transaction after it, so Elasticsearch keeps whichever of chunk and stream is
 newer. This module remembers the counters of recent commits to find N, holds a chunk until the
@@ -26,7 +26,7 @@ from cdc.engine.ports import Sink, Source
 from cdc.engine.snapshotter import Chunk, Snapshotter, request, resolve_tables
 from cdc.metrics import Metrics
 from cdc.model.progress import Progress
-from cdc.model.versions import MAX_COUNTER, MAX_ROW_SLOT, version
+from cdc.model.versions import COPY_SLOT, MAX_COUNTER, version
 from cdc.sink.bulk import BulkItem
 from cdc.state.stores import SnapshotStore
 from cdc.transform.mapping import Mappers
@@ -193,7 +193,7 @@ class Snapshots:
 
     def _items(self, chunk: Chunk, counter: int) -> list[BulkItem]:
         mapper = self._mappers.with_mapping(chunk.mapping, chunk.schema)
-        chunk_version = version(counter, MAX_ROW_SLOT)
+        chunk_version = version(counter, COPY_SLOT)
         items = []
         for row in chunk.rows:
             for action in mapper.map_row(row):

@@ -14,9 +14,13 @@ For every index, three passes, with memory bounded by the chunk size:
    `settle_timeout` is reported as `changing`. So a busy database gives the same report as a
    quiet one.
 
-`repair` re-sends what differs with the version `(checkpoint counter, MAX_ROW_SLOT)`, read
-before the rows are, which is above every write the rows already reflect and below every later
-one: it can never roll back a change the stream applies meanwhile (see `cdc.engine.replay`).
+`repair` re-sends what differs with the version `(C, MAX_ROW_SLOT)`, C being the checkpoint's
+counter read before the rows are: above every write the rows already reflect (snapshot chunks
+and replays of C included, which use the lower `COPY_SLOT`, and documents something else
+re-indexed or deleted with Elasticsearch's internal versioning, which adds one), and below
+every later transaction, so it can never roll back a change the stream applies meanwhile (see
+`cdc.engine.replay`). A document whose version is above even that (written by something else
+with external versions) cannot be repaired without that risk: it stays in the report.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cdc.model.lag import reached
 from cdc.model.position import Position
 from cdc.model.versions import MAX_ROW_SLOT, initial_counter, version
 from cdc.sink.bulk import BulkItem
-from cdc.state.stores import CheckpointStore
+from cdc.state.stores import CheckpointStore, SnapshotStore
 from cdc.transform.mapping import Action, Mapper, Mappers
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ log = logging.getLogger(__name__)
 Kind = Literal["missing", "different", "extra"]
 Expected = dict[str, Any] | None
 """A document's expected source (JSON values), or None when no document should exist."""
+
+KINDS = ("missing", "different", "extra", "changing")
+"""The kinds of result a document can have besides equal, in report order."""
 
 PAGE = 500
 """Documents compared per `_mget`, and ids per settling round."""
@@ -380,12 +387,33 @@ class Verifier:
                     action = Action(op, index, doc_id, source)
                     items.append(BulkItem(action, repair_version, index))
             rejected = sink.write(items, stop=self._stop)
-            fixed.repaired = [i.action.doc_id for i in items]
+            refused = {item.action.doc_id for item, _ in rejected}
+            fixed.repaired = [i.action.doc_id for i in items if i.action.doc_id not in refused]
             for item, result in rejected:
                 log.warning("repair of %s/%s rejected: %s", index, item.action.doc_id, result.error)
-            again = {i: _Candidate() for i in ids}
-            self._settle(index, feeding, fixed, again)
+            self._settle(index, feeding, fixed, {i: _Candidate() for i in ids})
+            unrepaired = fixed.differences - len(refused)
+            if unrepaired > 0:
+                log.warning(
+                    "the repair could not fix %s of %s: versions above %d, the highest a "
+                    "repair can use without risking a change the stream applies (something "
+                    "else writes to the index with external versions)",
+                    f"{unrepaired} document" + ("s" if unrepaired != 1 else ""),
+                    index,
+                    repair_version,
+                )
         return after
+
+
+def snapshotting(snapshots: SnapshotStore, tables: Iterable[str] | None) -> list[str]:
+    """The tables among `tables` (default: all) whose snapshot is requested or under way:
+    their documents are still being copied, so they cannot be verified yet."""
+    wanted = set(tables) if tables is not None else None
+    return sorted(
+        table
+        for table, progress in snapshots.load_all().items()
+        if progress.active and (wanted is None or table in wanted)
+    )
 
 
 def _expected(action: Action) -> Expected:

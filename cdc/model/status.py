@@ -7,13 +7,42 @@ JSON (`to_dict`); `from_dict` reads what any version wrote, leaving out what it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from cdc.model.position import Position
 from cdc.model.progress import Progress
 
 State = Literal["running", "degraded", "stopped"]
+
+
+@dataclass(frozen=True)
+class VerifySummary:
+    """The last pass of continuous verification (`verify.interval`)."""
+
+    finished_at: float = 0.0
+    """When the pass ended (seconds since the epoch)."""
+    seconds: float = 0.0
+    """How long it took."""
+    checked: int = 0
+    """Rows compared."""
+    differences: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per index, the number of documents of each kind: missing, different, extra, changing."""
+    repaired: int = 0
+    """Documents re-sent or deleted (with `verify.repair`)."""
+    error: str | None = None
+    """Why the pass did not finish; None when it did."""
+
+    @property
+    def equal(self) -> bool:
+        return self.error is None and not any(
+            count for kinds in self.differences.values() for count in kinds.values()
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> VerifySummary:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,8 @@ class Status:
     """Row changes read in this run, by `schema.table`."""
     snapshot: Progress | None = None
     """The snapshot last worked on in this run."""
+    verify: VerifySummary | None = None
+    """The last pass of continuous verification in this run."""
 
     @property
     def running(self) -> bool:
@@ -57,6 +88,7 @@ class Status:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["position"] = self.position.to_dict() if self.position else None
         data["snapshot"] = self.snapshot.to_dict() if self.snapshot else None
+        data["verify"] = asdict(self.verify) if self.verify else None
         return data
 
     @classmethod
@@ -67,4 +99,6 @@ class Status:
             data["position"] = Position.from_dict(data["position"])
         if isinstance(data.get("snapshot"), dict):
             data["snapshot"] = Progress.from_dict(data["snapshot"])
+        if isinstance(data.get("verify"), dict):
+            data["verify"] = VerifySummary.from_dict(data["verify"])
         return cls(**data)

@@ -12,9 +12,18 @@ from __future__ import annotations
 import time
 
 ROW_BITS = 23
-"""Bits of the row slot: up to 8,388,607 operations per transaction."""
+"""Bits of the row slot."""
 MAX_ROW_SLOT = (1 << ROW_BITS) - 1
-"""The highest slot; snapshot chunks and replays use it to sit just above a transaction."""
+"""The highest slot, the one `cdc verify --repair` writes with: above everything else of its
+counter."""
+HEADROOM = 1 << 16
+"""Slots kept free below `MAX_ROW_SLOT`: something that re-indexes or deletes a document with
+Elasticsearch's internal versioning adds one to its version, and a repair must still be above."""
+COPY_SLOT = MAX_ROW_SLOT - HEADROOM
+"""The slot of snapshot chunks and dead-letter replays: just above every operation of the
+transaction with the same counter."""
+TRANSACTION_SLOTS = COPY_SLOT
+"""Operations one transaction can hold (slots 0 to 8,323,070)."""
 MAX_COUNTER = (1 << 40) - 1
 """The highest transaction counter (40 bits, so that versions fit Elasticsearch's long)."""
 

@@ -20,7 +20,7 @@ from rig import MariaDB, Osmem, Redis, free_port
 from cdc.config import load_config
 from cdc.errors import CdcError, CheckpointUnavailable
 from cdc.model.letters import DeadLetter, parse_id
-from cdc.model.versions import MAX_ROW_SLOT, version
+from cdc.model.versions import COPY_SLOT, version
 from cdc.state.backends import open_stores
 from cdc.state.files import open_files
 from cdc.state.redis import open_redis
@@ -381,7 +381,7 @@ def test_rejected_rows_are_parked_the_stream_goes_on_and_replay_after_the_fix_ma
     # row slot: above everything the stream wrote so far, below anything it writes next.
     checkpoint = stored_checkpoint(config)
     assert checkpoint is not None
-    assert osmem.versions(es_index)["2"] == version(checkpoint.counter, MAX_ROW_SLOT)
+    assert osmem.versions(es_index)["2"] == version(checkpoint.counter, COPY_SLOT)
 
     # The stream goes on as before, over the replayed documents.
     mariadb.sql("UPDATE items SET price = '200' WHERE id = 2", db=fresh_db)

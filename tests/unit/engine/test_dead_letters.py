@@ -22,7 +22,7 @@ from cdc.model.checkpoint import Checkpoint
 from cdc.model.events import Column, Kind, TableSchema
 from cdc.model.letters import MAX_ERROR_CHARS, DeadLetter
 from cdc.model.position import Position
-from cdc.model.versions import MAX_ROW_SLOT, version
+from cdc.model.versions import COPY_SLOT, version
 from cdc.sink.bulk import BulkItem, ItemResult
 from cdc.state.files import FileDeadLetters
 from cdc.transform.mapping import Action
@@ -218,7 +218,7 @@ def test_replay_sends_the_current_row_or_a_delete_at_the_checkpoint_version(
     assert sent["1"].action.source == {"id": 1, "title": "item 1", "price": "12"}
     # ...and a row that is gone is deleted.
     assert (sent["2"].action.op, sent["2"].action.index) == ("delete", "items_v2")
-    assert {item.version for item in sink.sent} == {version(COUNTER, MAX_ROW_SLOT)}
+    assert {item.version for item in sink.sent} == {version(COUNTER, COPY_SLOT)}
 
 
 def test_a_letter_newer_than_the_checkpoint_is_replayed_above_its_own_transaction(
@@ -233,8 +233,8 @@ def test_a_letter_newer_than_the_checkpoint_is_replayed_above_its_own_transactio
     _replay(dlq, FakeRows({1: _row(1), 2: _row(2)}), sink)
     versions = {item.action.doc_id: item.version for item in sink.sent}
     assert versions == {
-        "1": version(COUNTER + 5, MAX_ROW_SLOT),
-        "2": version(COUNTER, MAX_ROW_SLOT),
+        "1": version(COUNTER + 5, COPY_SLOT),
+        "2": version(COUNTER, COPY_SLOT),
     }
 
 
@@ -253,7 +253,7 @@ def test_letters_rejected_again_stay_with_the_new_error_and_are_not_retried_in_t
     (kept_id, kept), *_ = dlq.list()
     assert dlq.size() == 1 and kept_id not in ids
     assert kept.error == "still bad: 2" and kept.gtid == "0-1-2" and kept.time == 1_718_000_000.0
-    assert kept.version == version(COUNTER, MAX_ROW_SLOT) and kept.index == "items_v2"
+    assert kept.version == version(COUNTER, COPY_SLOT) and kept.index == "items_v2"
     assert [(o.result, o.letter_id) for o in outcomes] == [
         ("replayed", ids[0]),
         ("rejected", kept_id),
