@@ -242,6 +242,15 @@ class NoRows:
     ) -> dict[tuple[str, ...], dict[str, Any] | None]:
         raise AssertionError("nothing is read by key")
 
+    def fetch_key_columns(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> list[dict[str, Any]]:
+        raise AssertionError("nothing is read by key")
+
     def valid_key(
         self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]
     ) -> bool:

@@ -75,6 +75,16 @@ class VerifyRows(Rows, RowsByKey, Protocol):
         """Whether `key` can be a key of the table (each part a value of its column)."""
         ...
 
+    def fetch_key_columns(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> list[dict[str, Any]]:
+        """Only the `id_columns` of the rows whose key is among `keys`."""
+        ...
+
     def position(self) -> Position:
         """The server's binlog position now."""
         ...

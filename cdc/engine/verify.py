@@ -56,6 +56,8 @@ KINDS = ("missing", "different", "extra", "changing")
 
 PAGE = 500
 """Documents compared per `_mget`, and ids per settling round."""
+SCAN_PAGE = 2000
+"""Document ids per page of the scroll for extra documents."""
 POLL_SECONDS = 0.2
 
 
@@ -244,13 +246,30 @@ class Verifier:
     def _extras_pass(
         self, index: str, feeding: list[str], candidates: dict[str, _Candidate]
     ) -> None:
-        for ids in self._docs.scan_ids(index, PAGE):
+        """Every document id with no row behind it becomes a candidate. Only the keys are
+        looked up: a row whose document should not exist (soft-deleted) was already found by
+        the rows pass."""
+        mappers = [(t, self._mapper(t)) for t in feeding]
+        for ids in self._docs.scan_ids(index, SCAN_PAGE):
             self._check_stop()
-            unknown = [i for i in ids if i not in candidates]
-            found = self._expected_now(feeding, unknown)
+            unknown = {i for i in ids if i not in candidates}
+            for table, mapper in mappers:
+                if not unknown:
+                    break
+                keys = []
+                for doc_id in unknown:
+                    key = _split_id(doc_id, mapper)
+                    if key is not None and self._rows.valid_key(
+                        *_names(table), mapper.id_columns, key
+                    ):
+                        keys.append(key)
+                if keys:
+                    rows = self._rows.fetch_key_columns(*_names(table), mapper.id_columns, keys)
+                    # The id the row's document has, as the mapping renders it: a document id
+                    # that only compares equal (`007` for 7, `ABC` for `abc`) is extra.
+                    unknown.difference_update(mapper.doc_id(row) for row in rows)
             for doc_id in unknown:
-                if found.get(doc_id) is None:
-                    candidates[doc_id] = _Candidate()
+                candidates[doc_id] = _Candidate()
 
     def _settle(
         self,

@@ -188,11 +188,6 @@ class ElasticSink:
 
     # -- reading documents back --------------------------------------------------------------
 
-    def refresh(self, index: str) -> None:
-        """Make every acknowledged write to `index` visible to searches."""
-        status, body = self.request("POST", f"/{quote(index)}/_refresh")
-        self._check_status(status, body, f"refreshing index {index}")
-
     def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The `_source` of each of `ids` that `index` holds (`_mget` reads in real time);
         ids it lacks are left out."""
@@ -201,12 +196,14 @@ class ElasticSink:
         status, body = self.request(
             "POST", f"/{quote(index)}/_mget", orjson.dumps({"ids": list(ids)})
         )
+        if _index_missing(status, body):
+            return {}
         self._check_status(status, body, f"reading documents of {index}")
         found: dict[str, dict[str, Any]] = {}
         for doc in body.get("docs", []) if isinstance(body, dict) else []:
             if doc.get("found") and isinstance(doc.get("_source"), dict):
                 found[str(doc["_id"])] = doc["_source"]
-            elif "error" in doc:
+            elif "error" in doc and not _index_missing(404, doc):
                 raise CdcError(
                     f"reading document {doc.get('_id')} of {index}: {describe_error(doc['error'])}"
                 )
@@ -214,8 +211,12 @@ class ElasticSink:
 
     def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
         """Every document id of `index`, `page` ids at a time, from one scroll over a
-        refreshed index (the scroll is cleared when the iteration ends or is abandoned)."""
-        self.refresh(index)
+        refreshed index (the scroll is cleared when the iteration ends or is abandoned). A
+        missing index has none."""
+        status, body = self.request("POST", f"/{quote(index)}/_refresh")
+        if _index_missing(status, body):
+            return
+        self._check_status(status, body, f"refreshing index {index}")
         query = {"size": page, "_source": False, "sort": ["_doc"]}
         status, body = self.request(
             "POST", f"/{quote(index)}/_search?scroll={_SCROLL}", orjson.dumps(query)
@@ -318,3 +319,13 @@ class ElasticSink:
 
     def close(self) -> None:
         self._transport.close()
+
+
+def _index_missing(status: int, body: Any) -> bool:
+    """A 404 (or an `_mget` entry) that says the index does not exist, not a document."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return (
+        status == 404
+        and isinstance(error, dict)
+        and error.get("type") == "index_not_found_exception"
+    )

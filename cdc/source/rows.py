@@ -32,6 +32,7 @@ from cdc.source.mysql import quote_name
 log = logging.getLogger(__name__)
 
 _KEYS_PER_QUERY = 200
+_KEYS_PER_IN = 2000
 _DESCRIBE_ATTEMPTS = 3
 
 
@@ -114,6 +115,50 @@ class RowReader:
             for row in self._session.query(" UNION ALL ".join(parts), params, f"reading {source}"):
                 result[batch[row[0]]] = self._decode(info, row[1:])
         return result
+
+    def fetch_key_columns(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> list[dict[str, Any]]:
+        """The `id_columns` of the rows whose key is among `keys` (rendered as in
+        `fetch_by_keys`), decoded as the binlog would give them; only those columns are read,
+        one `IN` query per batch."""
+        info = self._table(schema, table)
+        columns = [info.info(name) for name in id_columns]
+        decoders = {col.name: decoder(col) for col in columns}
+        select = ", ".join(col.select for col in columns)
+        names = ", ".join(quote_name(col.name) for col in columns)
+        source = f"{quote_name(schema)}.{quote_name(table)}"
+        one = "%s" if len(columns) == 1 else "(" + ", ".join(["%s"] * len(columns)) + ")"
+        target = names if len(columns) == 1 else f"({names})"
+        wanted = list(dict.fromkeys(keys))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), _KEYS_PER_IN):
+            batch = wanted[start : start + _KEYS_PER_IN]
+            params: list[Any] = []
+            for key in batch:
+                if len(key) != len(columns):
+                    raise CdcError(
+                        f"key {key!r} of {schema}.{table} has {len(key)} parts; the id columns "
+                        f"are {', '.join(id_columns)}"
+                    )
+                params += [
+                    key_param(col, part, self._zone) for col, part in zip(columns, key, strict=True)
+                ]
+            sql = (
+                f"SELECT {select} FROM {source} WHERE {target} IN ({', '.join([one] * len(batch))})"
+            )
+            for row in self._session.query(sql, params, f"reading {source}"):
+                found.append(
+                    {
+                        col.name: None if value is None else decoders[col.name](value)
+                        for col, value in zip(columns, row, strict=True)
+                    }
+                )
+        return found
 
     def valid_key(
         self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]

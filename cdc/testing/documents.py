@@ -237,8 +237,9 @@ class DocumentStore:
         """(dotted field path, value) rules of `EsStandIn.reject_when`."""
         self.counts: dict[str, int] = {}
         """Bulk items by outcome (`EsStandIn.items`)."""
-        self.scrolls: dict[str, tuple[str, list[str], int]] = {}
-        """Open scrolls: id -> (index, the live document ids when it started, page size)."""
+        self.scrolls: dict[str, tuple[str, list[str], int, int]] = {}
+        """Open scrolls: id -> (index, the live document ids when it started, page size, where
+        the current page starts)."""
 
     # -- index APIs -------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class DocumentStore:
             return Reply(400, error_body(400, "parse_exception", "bad search body"))
         live = sorted(doc_id for doc_id, (_, s) in idx.docs.items() if s is not None)
         scroll_id = uuid.uuid4().hex
-        self.scrolls[scroll_id] = (name, live, size)
+        self.scrolls[scroll_id] = (name, live, size, 0)
         return self._page(scroll_id, 0)
 
     def scroll_next(self, body: bytes) -> Reply:
@@ -320,11 +321,12 @@ class DocumentStore:
         return Reply(200, orjson.dumps({"succeeded": True, "num_freed": freed}))
 
     def _page(self, scroll_id: str, advance: int) -> Reply:
-        name, live, size = self.scrolls[scroll_id]
+        name, live, size, offset = self.scrolls[scroll_id]
         if advance:
-            live = live[size:]
-            self.scrolls[scroll_id] = (name, live, size)
-        hits = [{"_index": name, "_id": doc_id, "_score": None} for doc_id in live[:size]]
+            offset += size
+            self.scrolls[scroll_id] = (name, live, size, offset)
+        page = live[offset : offset + size]
+        hits = [{"_index": name, "_id": doc_id, "_score": None} for doc_id in page]
         return Reply(
             200,
             orjson.dumps(

@@ -119,6 +119,10 @@ class Mapper:
         or a replay rather than streamed): an index, or a delete when it is soft-deleted."""
         return self.map(RowChange(self.table, "insert", None, row))
 
+    def doc_id(self, row: dict[str, Any]) -> str:
+        """The document id of a row (only its id columns are needed)."""
+        return self._join(self._key(row))
+
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
         for column, render in self._id_parts:

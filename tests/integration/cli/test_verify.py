@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from harness import CdcProcess, RandomWriter, stored_checkpoint, wait_for, write_config
+from harness import (
+    CdcProcess,
+    RandomWriter,
+    run_until_caught_up,
+    stored_checkpoint,
+    wait_for,
+    write_config,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from rig import MariaDB, Osmem, free_port
 
+from cdc.config import load_config
+from cdc.engine.snapshotter import request
 from cdc.model.lag import reached
 from cdc.model.position import Position
+from cdc.state.backends import open_stores
 
 STATIC = range(100_001, 100_301)
 """Rows the writer never touches (it works on ids below 100,000 and above 500,000)."""
@@ -93,16 +103,17 @@ def _corrupt(osmem: Osmem, db: str) -> dict[str, Any]:
         source["title"] = source.pop("name")
         osmem.request("PUT", f"/{index}/_doc/{i}", {**source, "legacy": True})
         different.append({"id": str(i), "fields": ["legacy", "name", "title"]})
-    extra = ["900001", "900002", "not-a-number"]
+    # No row at all; not a value of the key column; a row's key written differently.
+    extra = ["900001", "900002", "not-a-number", "0100050"]
     for doc_id in extra:
         osmem.request("PUT", f"/{index}/_doc/{doc_id}", {"id": 0, "name": "ghost"})
     osmem.refresh(index)
     return {"missing": missing, "different": different, "extra": sorted(extra), "changing": []}
 
 
-def _differences(report: dict[str, Any], index: str) -> dict[str, Any]:
+def _differences(report: dict[str, Any], index: str, rows: int = len(STATIC)) -> dict[str, Any]:
     found = dict(report["indices"][index])
-    assert found.pop("checked") >= len(STATIC)
+    assert found.pop("checked") >= rows
     return found
 
 
@@ -210,20 +221,23 @@ def test_a_running_connector_verifies_in_the_background_and_reports_what_it_foun
     with CdcProcess(config) as connector:
         wait_for(lambda: osmem.count(index) == 100, 60, "the initial snapshot")
         _break_three(osmem, index)
-        wait_for(
-            lambda: _scrape(port)[("cdc_verify_last_pass_timestamp_seconds", ())] > 0,
-            60,
-            "a verification pass",
-        )
+
+        def mismatches() -> list[float]:
+            metrics = _scrape(port)
+            return [
+                metrics.get(("cdc_verify_mismatches", (("index", index), ("kind", kind))), -1)
+                for kind in ("missing", "different", "extra", "changing")
+            ]
+
+        # A pass that started before the corruption was complete finds part of it; the next
+        # one (10 s later) finds all of it.
+        wait_for(lambda: mismatches() == [1, 1, 1, 0], 60, "a pass finding the corruption")
+        wait_for(lambda: "1 extra" in _status(config), 30, "the heartbeat with that pass")
         metrics = _scrape(port)
         status = _status(config)
         connector.terminate()
         assert connector.wait() == 0, connector.log()
 
-    def mismatches(kind: str) -> float:
-        return metrics[("cdc_verify_mismatches", (("index", index), ("kind", kind)))]
-
-    assert [mismatches(k) for k in ("missing", "different", "extra", "changing")] == [1, 1, 1, 0]
     assert metrics[("cdc_verify_rows_total", ())] >= 100
     assert metrics[("cdc_verify_repaired_total", ())] == 0
     line = next(line for line in status.splitlines() if line.startswith("  verify"))
@@ -244,10 +258,11 @@ def test_a_running_connector_with_verify_repair_repairs_what_it_finds(
         wait_for(lambda: osmem.count(index) == 100, 60, "the initial snapshot")
         _break_three(osmem, index)
         wait_for(
-            lambda: _scrape(port)[("cdc_verify_last_pass_timestamp_seconds", ())] > 0,
+            lambda: _scrape(port).get(("cdc_verify_repaired_total", ())) == 3,
             60,
-            "a verification pass",
+            "passes repairing the three documents",
         )
+        wait_for(lambda: "3 repaired" in _status(config), 30, "the heartbeat with that pass")
         metrics = _scrape(port)
         status = _status(config)
         connector.terminate()
@@ -264,3 +279,75 @@ def test_a_running_connector_with_verify_repair_repairs_what_it_finds(
     assert "every index equals MySQL; 3 repaired" in status
     rows = mariadb.query("SELECT id, name FROM items", db=db)
     assert osmem.all_docs(index) == {str(i): {"id": i, "name": n} for i, n in rows}
+
+
+def _small(mariadb: MariaDB, osmem: Osmem, db: str, tmp_path: Path) -> Path:
+    mariadb.sql("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40))", db=db)
+    mariadb.sql("INSERT INTO items VALUES (1, 'a'), (2, 'b'), (3, 'c')", db=db)
+    return write_config(
+        tmp_path / "c.yaml",
+        port=mariadb.port,
+        es_url=osmem.url,
+        tables=[{"table": f"{db}.items", "index": f"{db}_items"}],
+        name=db,
+        snapshot={"mode": "initial"},
+    )
+
+
+def test_bad_arguments_and_configs_exit_2_with_the_reason(
+    mariadb: MariaDB, osmem: Osmem, fresh_db: str, tmp_path: Path
+) -> None:
+    db = fresh_db
+    config = _small(mariadb, osmem, db, tmp_path)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+
+    unknown = _verify(config, "--table", f"{db}.nope")
+    bad = _verify(broken)
+
+    assert unknown[0] == 2
+    assert f"error: no mapped table matches {db}.nope; mapped tables: {db}.items" in unknown[2]
+    assert bad[0] == 2 and "error: " in bad[2] and "Traceback" not in bad[2]
+
+
+def test_an_index_never_written_a_snapshot_under_way_and_a_stopped_connector(
+    mariadb: MariaDB, osmem: Osmem, fresh_db: str, tmp_path: Path
+) -> None:
+    db = fresh_db
+    index = f"{db}_items"
+    config = _small(mariadb, osmem, db, tmp_path)
+
+    # Before any connector ran: the index does not exist, every document is missing.
+    code, report, out = _verify(config, "--json")
+    assert code == 1, out
+    assert _differences(report, index, rows=3) == {
+        "missing": ["1", "2", "3"],
+        "different": [],
+        "extra": [],
+        "changing": [],
+    }
+
+    # A snapshot requested but not done: refused, since documents are still being copied.
+    cfg = load_config(config)
+    with open_stores(cfg) as stores:
+        request(stores.snapshots, [f"{db}.items"])
+    code, _, out = _verify(config)
+    assert code == 1
+    assert f"error: a snapshot of {db}.items is under way" in out
+
+    run_until_caught_up(config)
+    code, _, out = _verify(config)
+    assert code == 0, out
+    assert out.startswith(f"{index}: 3 rows checked; equal\n")
+
+    # The connector is stopped and a row changes: the difference cannot be confirmed.
+    mariadb.sql("UPDATE items SET name = 'changed' WHERE id = 2", db=db)
+    code, report, out = _verify(config, "--json", "--timeout", "2")
+    assert code == 1, out
+    assert _differences(report, index, rows=3) == {
+        "missing": [],
+        "different": [],
+        "extra": [],
+        "changing": ["2"],
+    }
+    assert "the connector's checkpoint" in out and "has not reached" in out

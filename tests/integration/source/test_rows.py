@@ -241,6 +241,15 @@ def test_rows_are_found_by_the_rendered_key_parts_of_their_documents(
             assert found[key] == change.after
         with pytest.raises(CdcError, match="not a value of column 'u'"):
             reader.fetch_by_keys(fresh_db, "k", mapper.id_columns, [("x", *keys[0][1:])])
+        # Only the key columns, in one IN query (what `cdc verify` looks extra documents up
+        # with): the same rows, giving back the same document ids.
+        ids = reader.fetch_key_columns(fresh_db, "k", mapper.id_columns, [*keys, near_miss])
+        assert sorted(mapper.doc_id(row) for row in ids) == sorted(
+            action.doc_id for change in streamed for action in mapper.map(change)
+        )
+        assert reader.valid_key(fresh_db, "k", mapper.id_columns, keys[0])
+        assert not reader.valid_key(fresh_db, "k", mapper.id_columns, ("x", *keys[0][1:]))
+        assert not reader.valid_key(fresh_db, "k", mapper.id_columns, keys[0][:2])
         with pytest.raises(CdcError, match="does not exist"):
             reader.table_schema(fresh_db, "missing")
 

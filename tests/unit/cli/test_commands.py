@@ -42,6 +42,7 @@ def test_every_command_is_there() -> None:
         "cdc run",
         "cdc snapshot",
         "cdc status",
+        "cdc verify",
     ]
 
 

@@ -729,3 +729,21 @@ def test_unset_variable_in_an_included_file(tmp_path: Path) -> None:
     assert (
         err.message == f"{included}:2:8: environment variable INDEX is not set and has no default"
     )
+
+
+def test_background_verification_is_off_by_default_and_not_run_too_often(tmp_path: Path) -> None:
+    off = load_config(write(tmp_path, "off.yaml", MINIMAL), env={})
+    on = load_config(
+        write(tmp_path, "on.yaml", MINIMAL + "verify: {interval: 3600, repair: true}\n"), env={}
+    )
+    often = write(tmp_path, "often.yaml", MINIMAL + "verify:\n  interval: 5\n")
+
+    assert (off.verify.interval, off.verify.max_rows_per_second, off.verify.repair) == (
+        0,
+        1000,
+        False,
+    )
+    assert (on.verify.interval, on.verify.repair) == (3600, True)
+    (line,) = error_lines(often)
+    assert line.startswith(f"{often}:")
+    assert "verify.interval: must be 0 (off) or at least 10 seconds" in line

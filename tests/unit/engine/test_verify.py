@@ -118,6 +118,15 @@ class Rows:
         self.world.on_fetch()
         return found
 
+    def fetch_key_columns(
+        self,
+        schema: str,
+        table: str,
+        id_columns: Sequence[str],
+        keys: Sequence[tuple[str, ...]],
+    ) -> list[dict[str, Any]]:
+        return [{"id": int(k[0])} for k in keys if int(k[0]) in self.world.rows]
+
     def valid_key(
         self, schema: str, table: str, id_columns: Sequence[str], key: tuple[str, ...]
     ) -> bool:
