@@ -1,18 +1,19 @@
 """`cdc verify`: compare the index with the document every MySQL row should produce.
 
-For every index, three passes, with memory bounded by the chunk size:
+For every index, three passes, with memory bounded by the chunk size and the differences:
 
 1. Rows: each table feeding the index is read in primary-key chunks inside consistent
-   snapshots whose binlog position P is known; once the running connector has acknowledged
-   past P (its checkpoint), the chunk's documents are fetched with `_mget` and compared with
-   what the table mapping builds from the rows (the same `Mapper` as the stream).
-2. Extras: one scroll over the index's document ids; an id no table has a row for is extra.
-3. Settling: a difference is only a candidate until it is read again. The rows are read in a
-   new consistent snapshot, the checkpoint awaited, the documents fetched, the rows read once
-   more: a document that matches is no difference (the stream had not caught up); one that
-   does not, while the row stayed the same, is confirmed; a row that keeps changing until
-   `settle_timeout` is reported as `changing`. So a busy database gives the same report as a
-   quiet one.
+   snapshots; the chunk's documents are fetched with `_mget` and compared with what the table
+   mapping builds from the rows (the same `Mapper` as the stream). What differs is a candidate.
+2. Extras: one scroll over the index's document ids; an id no table has a row for is a
+   candidate.
+3. Settling: a candidate is read again. The rows are read in a new consistent snapshot whose
+   binlog position P is known, the running connector's checkpoint is awaited past P, the
+   documents fetched, the rows read once more: a document that matches is no difference (the
+   stream had not caught up); one that does not, while the row stayed the same, is confirmed;
+   a row that keeps changing until `settle_timeout` (or a checkpoint that does not move) is
+   reported as `changing`. So a busy database gives the same report as a quiet one.
+   Candidates are settled in batches of `SETTLE_BATCH` while the passes go on.
 
 `repair` re-sends what differs with the version `(C, MAX_ROW_SLOT)`, C being the checkpoint's
 counter read before the rows are: above every write the rows already reflect (snapshot chunks
@@ -56,6 +57,8 @@ KINDS = ("missing", "different", "extra", "changing")
 
 PAGE = 500
 """Documents compared per `_mget`, and ids per settling round."""
+SETTLE_BATCH = 10_000
+"""Candidates held before they are settled (a bound on memory under heavy writes)."""
 SCAN_PAGE = 2000
 """Document ids per page of the scroll for extra documents."""
 POLL_SECONDS = 0.2
@@ -77,6 +80,8 @@ class IndexReport:
     """Ids whose rows kept changing, so they could not be compared."""
     repaired: list[str] = field(default_factory=list)
     """Ids `repair` re-sent or deleted, when it ran."""
+    reported: set[str] = field(default_factory=set, repr=False)
+    """Ids already in one of the lists (a document is reported once)."""
 
     @property
     def differences(self) -> int:
@@ -168,7 +173,7 @@ class Verifier:
             candidates: dict[str, _Candidate] = {}
             for table in members:
                 self._rows_pass(index, table, result, candidates)
-            self._extras_pass(index, feeding, candidates)
+            self._extras_pass(index, feeding, result, candidates)
             self._settle(index, feeding, result, candidates)
         return report
 
@@ -206,7 +211,7 @@ class Verifier:
         while True:
             self._check_stop()
             began = time.monotonic()
-            described, rows, (file, offset) = self._rows.consistent_chunk(
+            described, rows, _ = self._rows.consistent_chunk(
                 schema_name, table_name, key, after, size
             )
             mapping = self._mapping(table)
@@ -216,13 +221,13 @@ class Verifier:
             for row in rows:
                 for action in mapper.map_row(row):
                     expected[action.doc_id] = (_expected(action), action.key)
-            differ = self._differing(index, list(expected), expected)
-            if differ and self._await(file, offset):
-                # The stream may just not have caught up: look again once it has.
-                differ = self._differing(index, differ, expected)
-            for doc_id in differ:
+            for doc_id in self._differing(index, list(expected), expected):
                 _, row_key = expected[doc_id]
                 candidates[doc_id] = _Candidate(row_key, table)
+            if len(candidates) >= SETTLE_BATCH:
+                # Rows changing faster than the stream: settle these now, to bound memory.
+                self._settle(index, self._feeding(index), result, candidates)
+                candidates.clear()
             done += len(rows)
             result.checked += len(rows)
             if self._on_progress is not None:
@@ -244,7 +249,11 @@ class Verifier:
         return differ
 
     def _extras_pass(
-        self, index: str, feeding: list[str], candidates: dict[str, _Candidate]
+        self,
+        index: str,
+        feeding: list[str],
+        result: IndexReport,
+        candidates: dict[str, _Candidate],
     ) -> None:
         """Every document id with no row behind it becomes a candidate. Only the keys are
         looked up: a row whose document should not exist (soft-deleted) was already found by
@@ -270,6 +279,9 @@ class Verifier:
                     unknown.difference_update(mapper.doc_id(row) for row in rows)
             for doc_id in unknown:
                 candidates[doc_id] = _Candidate()
+            if len(candidates) >= SETTLE_BATCH:
+                self._settle(index, feeding, result, candidates)
+                candidates.clear()
 
     def _settle(
         self,
@@ -459,6 +471,9 @@ _ABSENT = object()
 
 
 def _record(result: IndexReport, doc_id: str, kind: tuple[Kind, list[str]]) -> None:
+    if doc_id in result.reported:
+        return
+    result.reported.add(doc_id)
     if kind[0] == "missing":
         result.missing.append(doc_id)
     elif kind[0] == "extra":

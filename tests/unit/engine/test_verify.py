@@ -13,6 +13,7 @@ import pytest
 from fakes import ITEMS, FakeSink, config
 
 from cdc.config import ConnectorConfig
+from cdc.engine import verify
 from cdc.engine.verify import Report, Verifier
 from cdc.errors import Interrupted
 from cdc.model.checkpoint import Checkpoint
@@ -227,6 +228,24 @@ def test_each_corrupted_document_is_reported_by_kind_and_nothing_else() -> None:
         "extra": ["500", "not-an-id"],
         "changing": [],
     }
+
+
+def test_many_candidates_are_settled_in_batches_and_reported_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(verify, "SETTLE_BATCH", 4)
+    world = World(rows=35)
+    for row_id in range(1, 13):
+        world.put(str(row_id), {"id": row_id, "name": "wrong"})
+    for doc_id in ("100", "101", "102", "103", "104"):
+        world.put(doc_id, {"id": 0})
+
+    report = verifier(world).run()
+
+    found = differences(report)
+    assert [d["id"] for d in found["different"]] == sorted(str(i) for i in range(1, 13))
+    assert found["extra"] == ["100", "101", "102", "103", "104"]
+    assert found["missing"] == [] and found["changing"] == []
 
 
 def test_rows_written_since_the_index_was_read_are_awaited_not_reported() -> None:
