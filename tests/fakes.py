@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +142,9 @@ class FakeSink:
         live = self.live(index)
         return {i: live[i] for i in ids if i in live}
 
-    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+    def scan_ids(
+        self, index: str, page: int, keep_alive: float = 120.0
+    ) -> Generator[list[str], None, None]:
         ids = sorted(self.live(index))
         for start in range(0, len(ids), page):
             yield ids[start : start + page]

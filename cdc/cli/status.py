@@ -175,6 +175,8 @@ def describe_verify(summary: VerifySummary | None, interval: float) -> str | Non
         if any(kinds.values())
     ]
     repaired = f"; {summary.repaired} repaired" if summary.repaired else ""
+    if summary.unverified:
+        found.append(f"not verified (no usable key): {', '.join(summary.unverified)}")
     result = "; ".join(found) if found else "every index equals MySQL"
     return (
         f"{finished}: {summary.checked:,} rows in {duration(summary.seconds)}, {result}{repaired}"

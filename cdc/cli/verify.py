@@ -1,7 +1,8 @@
 """`cdc verify`: compare every index with MySQL, and optionally repair what differs.
 
-Exit status: 0 when the index equals MySQL (or `--repair` fixed everything it found), 1 when
-differences remain or some rows could not be compared, 2 for a bad config or argument.
+Exit status: 0 when the index equals MySQL (or `--repair` fixed everything it found); 1 when
+differences remain, rows could not be compared (changing) or a table could not be read; 2 for
+a bad config or argument.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import typer
 from cdc.cli.common import (
     ConfigOption,
     JsonOption,
+    describe_runner,
     fail,
     load,
     matching_tables,
@@ -32,6 +34,7 @@ from cdc.errors import Interrupted
 from cdc.sink.elastic import ElasticSink
 from cdc.source.rows import RowReader
 from cdc.state.backends import open_stores
+from cdc.state.stores import Stores
 
 VERIFY_HELP = paragraphs(
     "Compare the document every MySQL row should produce with the document in the index.",
@@ -43,7 +46,8 @@ VERIFY_HELP = paragraphs(
     "With --repair, missing and different documents are sent again and extra ones deleted, "
     "with versions that never undo a change the stream applies; the repaired documents are "
     "then checked again.",
-    "Exit status: 0 equal (or all repaired), 1 differences remain, 2 bad config or argument.",
+    "Exit status: 0 equal (or all repaired); 1 when differences remain, rows could not be "
+    "compared (changing) or a table could not be read; 2 bad config or argument.",
 )
 
 _SHOWN = 20
@@ -105,7 +109,7 @@ def verify(
         if after is not None:
             for line in describe_repair(after):
                 typer.echo(line)
-    if not final.equal or any(r.changing for r in final.indices.values()):
+    if not final.equal:
         raise typer.Exit(1)
 
 
@@ -131,8 +135,11 @@ def _check(
                 "copied, so the index cannot be compared yet",
                 "run cdc verify once it is done (cdc status shows its progress)",
             )
+        if repair:
+            _check_repair_is_safe(stores)
         sink = ElasticSink(cfg.sink)
         bar = _Bar() if sys.stderr.isatty() else None
+        repairing = False
         try:
             verifier = Verifier(
                 cfg,
@@ -150,12 +157,34 @@ def _check(
             finally:
                 if bar:
                     bar.close()
-            after = verifier.repair(report, sink) if repair else None
+            after = None
+            if repair and not report.equal:
+                repairing = True
+                # Documents go where the connector would put them: a missing index is created
+                # behind its alias, as the connector creates it.
+                sink.ensure_indices([m for m in cfg.tables if m.index in report.indices])
+                after = verifier.repair(report, sink)
         except Interrupted:
-            fail("interrupted; nothing was repaired" if repair else "interrupted")
+            if repairing:
+                fail("interrupted during the repair", "run cdc verify again to see what is left")
+            fail("interrupted")
         finally:
             sink.close()
     return report, after
+
+
+def _check_repair_is_safe(stores: Stores) -> None:
+    """Refuse to repair while a connector runs without a checkpoint: a repair's version comes
+    from the checkpoint's counter, and one taken from the clock could beat the stream's."""
+    if stores.checkpoints.load() is not None:
+        return
+    status = stores.heartbeats.read()
+    if status is not None and status.running:
+        fail(
+            f"a connector runs ({describe_runner(status)}) but no checkpoint is stored yet, so "
+            "a repair cannot choose versions that the stream's changes are sure to beat",
+            "run cdc verify --repair once the connector has stored its first checkpoint",
+        )
 
 
 def _index_of(cfg: ConnectorConfig, table: str) -> str:
@@ -179,16 +208,18 @@ def describe(report: Report) -> list[str]:
 
 
 def describe_repair(after: Report) -> list[str]:
+    """What the repair sent, and what still differs after it."""
     lines = []
     for index, fixed in sorted(after.indices.items()):
-        if not fixed.repaired:
+        if fixed.repaired is None:
             continue
-        lines.append(f"{index}: repaired {_count(len(fixed.repaired), 'document')}")
-        if fixed.differences or fixed.changing:
+        if fixed.repaired:
+            lines.append(f"{index}: repaired {_count(len(fixed.repaired), 'document')}")
+        if fixed.equal:
+            lines.append(f"{index}: after repair: equal")
+        else:
             lines.append(f"{index}: after repair: {_summary(fixed, checked=False)}")
             lines += _details(fixed)
-        else:
-            lines.append(f"{index}: after repair: equal")
     return lines or ["Nothing to repair."]
 
 
@@ -202,6 +233,8 @@ def _summary(found: IndexReport, checked: bool = True) -> str:
         parts.append(f"{len(found.extra)} extra")
     if found.changing:
         parts.append(f"{len(found.changing)} changing (could not be compared)")
+    if found.unverified:
+        parts.append(f"{_count(len(found.unverified), 'table')} not verified")
     head = f"{_count(found.checked, 'row')} checked; " if checked else ""
     return head + (", ".join(parts) if parts else "equal")
 
@@ -214,7 +247,7 @@ def _details(found: IndexReport) -> list[str]:
         ("extra", sorted(found.extra)),
         ("changing", sorted(found.changing)),
     ]
-    lines = []
+    lines = [f"  {'table':<9} {u['table']}: {u['reason']}" for u in found.unverified]
     for kind, ids in kinds:
         if ids:
             more = (

@@ -8,7 +8,7 @@ Unit tests drive the engine with fakes of these (`tests/unit/engine`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -90,8 +90,8 @@ class VerifyRows(Rows, RowsByKey, Protocol):
         ...
 
     def snapshot(self) -> AbstractContextManager[tuple[str, int]]:
-        """A block whose reads see one consistent snapshot, yielding its binlog position
-        (file, offset)."""
+        """A block whose reads see one consistent snapshot, yielding a binlog position
+        (file, offset) at or after every transaction the snapshot holds."""
         ...
 
 
@@ -103,8 +103,12 @@ class Documents(Protocol):
         ids it lacks are left out."""
         ...
 
-    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
-        """Every document id of the index, `page` at a time (after a refresh)."""
+    def scan_ids(
+        self, index: str, page: int, keep_alive: float = 120.0
+    ) -> Generator[list[str], None, None]:
+        """Every document id of the index, `page` at a time, from one point-in-time view
+        taken after a refresh and kept `keep_alive` seconds between pages; closing the
+        generator releases the view. A missing index has none."""
         ...
 
 

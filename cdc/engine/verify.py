@@ -5,27 +5,34 @@ For every index, three passes, with memory bounded by the chunk size and the dif
 1. Rows: each table feeding the index is read in primary-key chunks inside consistent
    snapshots; the chunk's documents are fetched with `_mget` and compared with what the table
    mapping builds from the rows (the same `Mapper` as the stream). What differs is a candidate.
-2. Extras: one scroll over the index's document ids; an id no table has a row for is a
-   candidate.
-3. Settling: a candidate is read again. The rows are read in a new consistent snapshot whose
-   binlog position P is known, the running connector's checkpoint is awaited past P, the
-   documents fetched, the rows read once more: a document that matches is no difference (the
-   stream had not caught up); one that does not, while the row stayed the same, is confirmed;
-   a row that keeps changing until `settle_timeout` (or a checkpoint that does not move) is
-   reported as `changing`. So a busy database gives the same report as a quiet one.
-   Candidates are settled in batches of `SETTLE_BATCH` while the passes go on.
+2. Extras: one scroll over the index's document ids; an id no row renders is a candidate.
+3. Settling: a candidate is read again, in rounds. The rows are read in a new consistent
+   snapshot whose binlog position P is known (an upper bound on MySQL), the running
+   connector's checkpoint is awaited past P, the documents fetched, the rows read once more.
+   A document that matches is no difference (the stream had not caught up). One that does
+   not, while the row stayed the same, is confirmed when the next round finds the same: a row
+   that changed and changed back between two reads cannot pass for a difference. A row that
+   keeps changing until `settle_timeout` (or a checkpoint that does not move) is reported as
+   `changing`. So a busy database gives the same report as a quiet one. Candidates are
+   settled in batches of `SETTLE_BATCH` while the passes go on.
+
+A table that cannot be read in chunks (no primary key and no unique key on NOT NULL columns)
+is reported as unverified, and the others are verified.
 
 `repair` re-sends what differs with the version `(C, MAX_ROW_SLOT)`, C being the checkpoint's
-counter read before the rows are: above every write the rows already reflect (snapshot chunks
-and replays of C included, which use the lower `COPY_SLOT`, and documents something else
-re-indexed or deleted with Elasticsearch's internal versioning, which adds one), and below
-every later transaction, so it can never roll back a change the stream applies meanwhile (see
-`cdc.engine.replay`). A document whose version is above even that (written by something else
-with external versions) cannot be repaired without that risk: it stays in the report.
+counter read before the rows are. Every transaction up to C is in those rows, and its writes
+(snapshot chunks and replays of C included, which use the lower `COPY_SLOT`, and documents
+something else re-indexed or deleted with Elasticsearch's internal versioning, which adds
+one) are below the repair; every later transaction is above it and wins, so a repair can
+never roll back a change the stream applies meanwhile (see `cdc.engine.replay`). A document
+whose version is above even that (written by something else with external versions) cannot
+be repaired without that risk: it stays in the report.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -38,7 +45,7 @@ import orjson
 
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.ports import Documents, VerifyRows, Writer
-from cdc.errors import CdcError, Interrupted
+from cdc.errors import Interrupted
 from cdc.model.lag import reached
 from cdc.model.position import Position
 from cdc.model.versions import MAX_ROW_SLOT, initial_counter, version
@@ -62,6 +69,9 @@ SETTLE_BATCH = 10_000
 SCAN_PAGE = 2000
 """Document ids per page of the scroll for extra documents."""
 POLL_SECONDS = 0.2
+MAX_SPLITS = 64
+"""Ways a composite document id is tried as key parts (a separator may occur inside a part,
+as `:` does in times); an id with more is not looked up."""
 
 
 @dataclass
@@ -77,15 +87,23 @@ class IndexReport:
     extra: list[str] = field(default_factory=list)
     """Ids of documents no row should produce."""
     changing: list[str] = field(default_factory=list)
-    """Ids whose rows kept changing, so they could not be compared."""
-    repaired: list[str] = field(default_factory=list)
-    """Ids `repair` re-sent or deleted, when it ran."""
+    """Ids whose rows kept changing (or whose changes the connector did not apply in time),
+    so they could not be compared."""
+    unverified: list[dict[str, str]] = field(default_factory=list)
+    """`{"table": ..., "reason": ...}` of tables feeding the index that could not be read."""
+    repaired: list[str] | None = None
+    """Ids `repair` re-sent or deleted (None when it did not run)."""
     reported: set[str] = field(default_factory=set, repr=False)
     """Ids already in one of the lists (a document is reported once)."""
 
     @property
     def differences(self) -> int:
         return len(self.missing) + len(self.different) + len(self.extra)
+
+    @property
+    def equal(self) -> bool:
+        """Nothing differs, and everything could be compared."""
+        return not (self.differences or self.changing or self.unverified)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -94,8 +112,9 @@ class IndexReport:
             "different": sorted(self.different, key=lambda d: str(d["id"])),
             "extra": sorted(self.extra),
             "changing": sorted(self.changing),
+            "unverified": sorted(self.unverified, key=lambda u: u["table"]),
         }
-        if self.repaired:
+        if self.repaired is not None:
             data["repaired"] = sorted(self.repaired)
         return data
 
@@ -108,14 +127,15 @@ class Report:
 
     @property
     def equal(self) -> bool:
-        return all(r.differences == 0 for r in self.indices.values())
+        """Every index equals its tables, and everything could be compared."""
+        return all(r.equal for r in self.indices.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {"indices": {name: r.to_dict() for name, r in sorted(self.indices.items())}}
 
 
 Progress = Callable[[str, int, int], None]
-"""Called with (table, rows checked, rows estimated) as pass 1 goes."""
+"""Called with (table, rows checked, rows estimated) as the rows pass goes."""
 
 
 @dataclass
@@ -123,8 +143,21 @@ class _Candidate:
     """A document that differs, until settling says otherwise."""
 
     key: tuple[str, ...] | None = None
-    """The row's key, when the candidate came from a row (pass 1)."""
+    """The row's key, when the candidate came from a row (the rows pass)."""
     table: str | None = None
+    strike: tuple[Kind, list[str], Expected] | None = None
+    """What the last settling round found, when it found the row unchanged and the document
+    different: confirmed if the next round finds the same."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """The document a row of `table` says one id should hold."""
+
+    table: str
+    action: Action
+    """An index of the document, or its delete (a soft-deleted row)."""
+    want: Expected
 
 
 class Verifier:
@@ -168,17 +201,26 @@ class Verifier:
                 by_index.setdefault(mapping.index, []).append(table)
         report = Report()
         for index, members in sorted(by_index.items()):
-            feeding = self._feeding(index)
             result = report.indices[index] = IndexReport()
+            feeding = []
+            for table in self._feeding(index):
+                if self._rows.unique_key(*_names(table)) is None:
+                    reason = "no primary key and no unique key on NOT NULL columns"
+                    log.warning("%s cannot be verified: %s", table, reason)
+                    result.unverified.append({"table": table, "reason": reason})
+                else:
+                    feeding.append(table)
             candidates: dict[str, _Candidate] = {}
             for table in members:
-                self._rows_pass(index, table, result, candidates)
-            self._extras_pass(index, feeding, result, candidates)
-            self._settle(index, feeding, result, candidates)
+                if table in feeding:
+                    self._rows_pass(index, table, feeding, result, candidates)
+            if feeding:
+                self._extras_pass(index, feeding, result, candidates)
+                self._settle(index, feeding, result, candidates)
         return report
 
     def _mapping(self, table: str) -> TableMapping | None:
-        return self._cfg.mapping_for(*table.split(".", 1))
+        return self._cfg.mapping_for(*_names(table))
 
     def _feeding(self, index: str) -> list[str]:
         """Every existing table whose mapping writes to `index`."""
@@ -191,19 +233,19 @@ class Verifier:
     def _mapper(self, table: str) -> Mapper:
         mapping = self._mapping(table)
         assert mapping is not None
-        return self._mappers.with_mapping(mapping, self._rows.table_schema(*table.split(".", 1)))
+        return self._mappers.with_mapping(mapping, self._rows.table_schema(*_names(table)))
 
     def _rows_pass(
-        self, index: str, table: str, result: IndexReport, candidates: dict[str, _Candidate]
+        self,
+        index: str,
+        table: str,
+        feeding: list[str],
+        result: IndexReport,
+        candidates: dict[str, _Candidate],
     ) -> None:
-        schema_name, table_name = table.split(".", 1)
+        schema_name, table_name = _names(table)
         key = self._rows.unique_key(schema_name, table_name)
-        if key is None:
-            raise CdcError(
-                f"{table} has neither a primary key nor a unique key on NOT NULL columns, so it "
-                "cannot be read in chunks",
-                hint="add a primary key to the table, or verify the other tables (--table)",
-            )
+        assert key is not None
         total = self._rows.estimate_rows(schema_name, table_name)
         size = self._cfg.snapshot.chunk_size
         after: tuple[Any, ...] | None = None
@@ -226,7 +268,7 @@ class Verifier:
                 candidates[doc_id] = _Candidate(row_key, table)
             if len(candidates) >= SETTLE_BATCH:
                 # Rows changing faster than the stream: settle these now, to bound memory.
-                self._settle(index, self._feeding(index), result, candidates)
+                self._settle(index, feeding, result, candidates)
                 candidates.clear()
             done += len(rows)
             result.checked += len(rows)
@@ -235,8 +277,7 @@ class Verifier:
             if len(rows) < size:
                 return
             after = tuple(rows[-1][c] for c in key)
-            if self._rate:
-                self._stop.wait(max(0.0, len(rows) / self._rate - (time.monotonic() - began)))
+            self._throttle(len(rows), began)
 
     def _differing(
         self, index: str, ids: list[str], expected: dict[str, tuple[Expected, tuple[str, ...]]]
@@ -255,33 +296,34 @@ class Verifier:
         result: IndexReport,
         candidates: dict[str, _Candidate],
     ) -> None:
-        """Every document id with no row behind it becomes a candidate. Only the keys are
-        looked up: a row whose document should not exist (soft-deleted) was already found by
-        the rows pass."""
+        """Every document id no row renders becomes a candidate. Only the key columns are
+        read: a row whose document should not exist (soft-deleted) was already found by the
+        rows pass."""
         mappers = [(t, self._mapper(t)) for t in feeding]
-        for ids in self._docs.scan_ids(index, SCAN_PAGE):
-            self._check_stop()
-            unknown = {i for i in ids if i not in candidates}
-            for table, mapper in mappers:
-                if not unknown:
-                    break
-                keys = []
+        keep_alive = 2 * (self._settle_timeout + self._catch_up_timeout) + 120
+        scan = self._docs.scan_ids(index, SCAN_PAGE, keep_alive)
+        with contextlib.closing(scan):
+            for ids in scan:
+                self._check_stop()
+                began = time.monotonic()
+                unknown = {i for i in ids if i not in candidates and i not in result.reported}
+                for table, mapper in mappers:
+                    if not unknown:
+                        break
+                    keys = [k for i in unknown for k in self._keys_of(i, table, mapper)]
+                    if keys:
+                        found = self._rows.fetch_key_columns(
+                            *_names(table), mapper.id_columns, keys
+                        )
+                        # The id the row's document has, as the mapping renders it: an id that
+                        # only compares equal (`007` for 7, `ABC` for `abc`) is extra.
+                        unknown.difference_update(mapper.doc_id(row) for row in found)
                 for doc_id in unknown:
-                    key = _split_id(doc_id, mapper)
-                    if key is not None and self._rows.valid_key(
-                        *_names(table), mapper.id_columns, key
-                    ):
-                        keys.append(key)
-                if keys:
-                    rows = self._rows.fetch_key_columns(*_names(table), mapper.id_columns, keys)
-                    # The id the row's document has, as the mapping renders it: a document id
-                    # that only compares equal (`007` for 7, `ABC` for `abc`) is extra.
-                    unknown.difference_update(mapper.doc_id(row) for row in rows)
-            for doc_id in unknown:
-                candidates[doc_id] = _Candidate()
-            if len(candidates) >= SETTLE_BATCH:
-                self._settle(index, feeding, result, candidates)
-                candidates.clear()
+                    candidates[doc_id] = _Candidate()
+                if len(candidates) >= SETTLE_BATCH:
+                    self._settle(index, feeding, result, candidates)
+                    candidates.clear()
+                self._throttle(len(ids), began)
 
     def _settle(
         self,
@@ -290,67 +332,85 @@ class Verifier:
         result: IndexReport,
         candidates: dict[str, _Candidate],
     ) -> None:
-        pending = dict(candidates)
+        """Confirm or dismiss every candidate (see the module docstring); what neither
+        happens to before `settle_timeout` is changing."""
+        pending = {i: c for i, c in candidates.items() if i not in result.reported}
         deadline = time.monotonic() + self._settle_timeout
-        first = True
-        while pending and (first or time.monotonic() < deadline):
-            if not first:
+        rounds = 0
+        while pending and (rounds < 2 or time.monotonic() < deadline):
+            unsure = rounds > 0 and any(c.strike is None for c in pending.values())
+            if unsure:
                 self._stop.wait(1.0)
-            first = False
+            rounds += 1
             for ids in _pages(list(pending)):
                 self._check_stop()
-                before, (file, offset) = self._expected_snapshot(feeding, ids, pending)
+                with self._rows.snapshot() as (file, offset):
+                    before = self._expected_now(feeding, ids, pending)
                 if not self._await(file, offset):
+                    for doc_id in ids:
+                        pending[doc_id].strike = None
                     continue
                 actual = self._docs.mget(index, ids)
-                after = self._expected_now(feeding, ids, pending)
+                now = self._expected_now(feeding, ids, pending)
                 for doc_id in ids:
-                    want = before.get(doc_id)
+                    row = before.get(doc_id)
+                    want = row.want if row else None
                     kind = _compare(want, actual.get(doc_id))
+                    candidate = pending[doc_id]
+                    current = now.get(doc_id)
                     if kind is None:
                         del pending[doc_id]
-                    elif want == after.get(doc_id):
+                    elif want != (current.want if current else None):
+                        candidate.strike = None  # the row changed meanwhile
+                    elif candidate.strike == (*kind, want):
                         del pending[doc_id]
                         _record(result, doc_id, kind)
-        result.changing.extend(pending)
+                    else:
+                        candidate.strike = (*kind, want)
+        for doc_id in pending:
+            if doc_id not in result.reported:
+                result.reported.add(doc_id)
+                result.changing.append(doc_id)
 
     # -- reading rows -----------------------------------------------------------------------
 
-    def _expected_snapshot(
-        self, feeding: list[str], ids: list[str], known: dict[str, _Candidate]
-    ) -> tuple[dict[str, Expected], tuple[str, int]]:
-        with self._rows.snapshot() as position:
-            return self._expected_now(feeding, ids, known), position
+    def _keys_of(
+        self, doc_id: str, table: str, mapper: Mapper, known: dict[str, _Candidate] | None = None
+    ) -> list[tuple[str, ...]]:
+        """The keys of `table` a row rendering `doc_id` could have."""
+        candidate = known.get(doc_id) if known else None
+        if candidate is not None and candidate.key is not None and candidate.table == table:
+            return [candidate.key]
+        return [
+            key
+            for key in _splits(doc_id, mapper)
+            if self._rows.valid_key(*_names(table), mapper.id_columns, key)
+        ]
 
     def _expected_now(
         self, feeding: list[str], ids: Sequence[str], known: dict[str, _Candidate] | None = None
-    ) -> dict[str, Expected]:
-        """The expected source of each id whose row exists in a feeding table (None for a row
-        whose document should not exist: soft-deleted); ids with no row are left out."""
-        found: dict[str, Expected] = {}
+    ) -> dict[str, _Row]:
+        """For each id some row of a feeding table renders, that row's document (or its
+        delete, for a soft-deleted row); ids no row renders are left out."""
+        found: dict[str, _Row] = {}
         for table in feeding:
             mapper = self._mapper(table)
             keys: dict[tuple[str, ...], str] = {}
             for doc_id in ids:
-                if doc_id in found:
-                    continue
-                candidate = known.get(doc_id) if known else None
-                key = candidate.key if candidate and candidate.table == table else None
-                key = key or _split_id(doc_id, mapper)
-                if key is not None and self._rows.valid_key(*_names(table), mapper.id_columns, key):
-                    keys[key] = doc_id
+                if doc_id not in found:
+                    keys.update(
+                        (key, doc_id) for key in self._keys_of(doc_id, table, mapper, known)
+                    )
             if not keys:
                 continue
             rows = self._rows.fetch_by_keys(*_names(table), mapper.id_columns, list(keys))
             for key, row in rows.items():
-                if row is None:
-                    continue
                 doc_id = keys[key]
-                want: Expected = None
+                if row is None or doc_id in found:
+                    continue
                 for action in mapper.map_row(row):
                     if action.doc_id == doc_id:
-                        want = _expected(action)
-                found[doc_id] = want
+                        found[doc_id] = _Row(table, action, _expected(action))
         return found
 
     def _await(self, file: str, offset: int) -> bool:
@@ -388,6 +448,12 @@ class Verifier:
             self._stop.wait(POLL_SECONDS)
             self._check_stop()
 
+    def _throttle(self, rows: int, began: float) -> None:
+        """Wait so that `rows` read since `began` keep to `max_rows_per_second`."""
+        if self._rate:
+            self._stop.wait(max(0.0, rows / self._rate - (time.monotonic() - began)))
+            self._check_stop()
+
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise Interrupted("verification stopped")
@@ -404,24 +470,30 @@ class Verifier:
         after = Report()
         for index, found in report.indices.items():
             ids = found.missing + [d["id"] for d in found.different] + found.extra
-            fixed = after.indices[index] = IndexReport(checked=found.checked)
+            fixed = after.indices[index] = IndexReport(checked=found.checked, repaired=[])
             fixed.changing = list(found.changing)
+            fixed.unverified = list(found.unverified)
+            fixed.reported = set(found.changing)
             if not ids:
                 continue
-            feeding = self._feeding(index)
+            feeding = [t for t in self._feeding(index) if self._rows.unique_key(*_names(t))]
             items = []
             for page in _pages(ids):
-                wanted = self._expected_now(feeding, page)
+                rows = self._expected_now(feeding, page)
                 for doc_id in page:
-                    source = wanted.get(doc_id)
-                    op: Literal["index", "delete"] = "delete" if source is None else "index"
-                    action = Action(op, index, doc_id, source)
-                    items.append(BulkItem(action, repair_version, index))
+                    row = rows.get(doc_id)
+                    if row is not None:
+                        items.append(BulkItem(row.action, repair_version, row.table))
+                    else:
+                        action = Action("delete", index, doc_id, None)
+                        items.append(BulkItem(action, repair_version, ""))
             rejected = sink.write(items, stop=self._stop)
             refused = {item.action.doc_id for item, _ in rejected}
             fixed.repaired = [i.action.doc_id for i in items if i.action.doc_id not in refused]
-            for item, result in rejected:
-                log.warning("repair of %s/%s rejected: %s", index, item.action.doc_id, result.error)
+            for item, outcome in rejected:
+                log.warning(
+                    "repair of %s/%s rejected: %s", index, item.action.doc_id, outcome.error
+                )
             self._settle(index, feeding, fixed, {i: _Candidate() for i in ids})
             unrepaired = fixed.differences - len(refused)
             if unrepaired > 0:
@@ -449,7 +521,7 @@ def snapshotting(snapshots: SnapshotStore, tables: Iterable[str] | None) -> list
 
 def _expected(action: Action) -> Expected:
     """The source an action leaves in the index, as JSON reads it back (decimals as numbers,
-    fragments resolved)."""
+    fragments resolved): what a document read from the index is compared with."""
     if action.op == "delete" or action.source is None:
         return None
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(action.source))
@@ -482,12 +554,24 @@ def _record(result: IndexReport, doc_id: str, kind: tuple[Kind, list[str]]) -> N
         result.different.append({"id": doc_id, "fields": kind[1]})
 
 
-def _split_id(doc_id: str, mapper: Mapper) -> tuple[str, ...] | None:
-    """The key parts a document id was joined from by `mapper`'s mapping; None if it cannot be
-    one of its ids."""
+def _splits(doc_id: str, mapper: Mapper) -> list[tuple[str, ...]]:
+    """The ways `doc_id` can be the key parts of `mapper`'s mapping joined by its separator
+    (a part may hold the separator itself, as a time holds `:`); at most `MAX_SPLITS`."""
     count = len(mapper.id_columns)
-    parts = tuple(doc_id.split(mapper.mapping.id_separator, count - 1)) if count > 1 else (doc_id,)
-    return parts if len(parts) == count else None
+    if count == 1:
+        return [(doc_id,)]
+    sep = mapper.mapping.id_separator
+    at = [i for i in range(len(doc_id)) if doc_id.startswith(sep, i)]
+    splits: list[tuple[str, ...]] = []
+    for cuts in itertools.combinations(at, count - 1):
+        starts = [0, *(cut + len(sep) for cut in cuts)]
+        ends = [*cuts, len(doc_id)]
+        if any(start > end for start, end in zip(starts, ends, strict=True)):
+            continue  # two separators overlap
+        splits.append(tuple(doc_id[a:b] for a, b in zip(starts, ends, strict=True)))
+        if len(splits) == MAX_SPLITS:
+            break
+    return splits
 
 
 def _names(table: str) -> tuple[str, str]:

@@ -1,12 +1,13 @@
 """Continuous verification: the running connector verifies every index in the background.
 
 With `verify.interval` set, a thread runs a full `Verifier` pass every interval (counted from
-the start of one pass to the start of the next), over a connection of its own and at
-`verify.max_rows_per_second`, and publishes the result: the `cdc_verify_*` metrics and the
-`verify` line of `cdc status`. A pass waits while a snapshot is being copied (its documents
-are not all there yet). A pass that fails (a link down, a table without a usable key, a bug)
-is logged and reported in the status, and the next one runs as planned: verification never
-stops the stream.
+the start of one pass to the start of the next; the first one an interval after the start),
+over a connection of its own and at `verify.max_rows_per_second`, and publishes the result:
+the `cdc_verify_*` metrics and the `verify` line of `cdc status`. A pass waits while a
+snapshot is being copied (its documents are not all there yet), and its result is discarded
+if one started meanwhile. A pass that fails is logged and reported in the status; one that
+failed for a link that is down is tried again 30 s later, any other runs as planned:
+verification never stops the stream.
 """
 
 from __future__ import annotations
@@ -67,19 +68,29 @@ class VerifyLoop:
         delay = interval
         while not self._stop.wait(delay):
             began = time.monotonic()
+            delay = min(RETRY_SECONDS, interval)
             if not self._ready():
-                delay = min(RETRY_SECONDS, interval)
                 continue
             try:
-                self.last = self._pass()
+                summary = self._pass()
             except Interrupted:
                 return
             except CdcError as exc:
-                log.warning("verification pass failed: %s; the next one runs as planned", exc)
                 self.last = VerifySummary(finished_at=time.time(), error=str(exc))
+                if exc.transient:
+                    log.warning("verification pass failed: %s; trying again soon", exc)
+                    continue
+                log.warning("verification pass failed: %s; the next one runs as planned", exc)
             except Exception as exc:
                 log.exception("verification pass failed; the next one runs as planned")
                 self.last = VerifySummary(finished_at=time.time(), error=repr(exc))
+            else:
+                if not self._ready():
+                    # A snapshot started meanwhile: its documents were still being copied.
+                    log.info("verification pass discarded: a snapshot started during it")
+                    continue
+                self.last = summary
+                self._publish(summary)
             delay = max(0.0, interval - (time.monotonic() - began))
 
     def _ready(self) -> bool:
@@ -112,14 +123,12 @@ class VerifyLoop:
             repaired = 0
             if settings.repair and not report.equal:
                 after = verifier.repair(report, self._sink)
-                repaired = sum(len(r.repaired) for r in after.indices.values())
+                repaired = sum(len(r.repaired or []) for r in after.indices.values())
                 self._metrics.verify_repaired.inc(repaired)
                 report = after
         finally:
             rows.close()
-        summary = _summarize(report, time.monotonic() - began, repaired)
-        self._publish(summary)
-        return summary
+        return _summarize(report, time.monotonic() - began, repaired)
 
     def _publish(self, summary: VerifySummary) -> None:
         m = self._metrics
@@ -132,9 +141,12 @@ class VerifyLoop:
             log.info("verification: %s rows checked, every index equals MySQL", summary.checked)
         else:
             found = "; ".join(
-                f"{index}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
-                for index, kinds in sorted(summary.differences.items())
-                if any(kinds.values())
+                [
+                    f"{index}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
+                    for index, kinds in sorted(summary.differences.items())
+                    if any(kinds.values())
+                ]
+                + [f"not verified (no usable key): {t}" for t in summary.unverified]
             )
             log.warning(
                 "verification: %s rows checked; %s%s (cdc verify lists the documents)",
@@ -154,4 +166,5 @@ def _summarize(report: Report, seconds: float, repaired: int) -> VerifySummary:
             for index, r in report.indices.items()
         },
         repaired=repaired,
+        unverified=sorted(u["table"] for r in report.indices.values() for u in r.unverified),
     )

@@ -30,13 +30,17 @@ class VerifySummary:
     """Per index, the number of documents of each kind: missing, different, extra, changing."""
     repaired: int = 0
     """Documents re-sent or deleted (with `verify.repair`)."""
+    unverified: list[str] = field(default_factory=list)
+    """Tables that could not be verified (no usable key)."""
     error: str | None = None
     """Why the pass did not finish; None when it did."""
 
     @property
     def equal(self) -> bool:
-        return self.error is None and not any(
-            count for kinds in self.differences.values() for count in kinds.values()
+        return (
+            self.error is None
+            and not self.unverified
+            and not any(count for kinds in self.differences.values() for count in kinds.values())
         )
 
     @classmethod

@@ -19,7 +19,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -40,9 +40,6 @@ from cdc.retry import Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
 log = logging.getLogger(__name__)
-
-_SCROLL = "2m"
-"""How long a scroll of `scan_ids` stays open between pages."""
 
 
 def _node(url: str, cfg: SinkConfig) -> NodeConfig:
@@ -209,7 +206,9 @@ class ElasticSink:
                 )
         return found
 
-    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+    def scan_ids(
+        self, index: str, page: int, keep_alive: float = 120.0
+    ) -> Generator[list[str], None, None]:
         """Every document id of `index`, `page` ids at a time, from one scroll over a
         refreshed index (the scroll is cleared when the iteration ends or is abandoned). A
         missing index has none."""
@@ -217,9 +216,10 @@ class ElasticSink:
         if _index_missing(status, body):
             return
         self._check_status(status, body, f"refreshing index {index}")
+        scroll = f"{max(1, int(keep_alive))}s"
         query = {"size": page, "_source": False, "sort": ["_doc"]}
         status, body = self.request(
-            "POST", f"/{quote(index)}/_search?scroll={_SCROLL}", orjson.dumps(query)
+            "POST", f"/{quote(index)}/_search?scroll={scroll}", orjson.dumps(query)
         )
         self._check_status(status, body, f"listing documents of {index}")
         scroll_id = body.get("_scroll_id")
@@ -232,7 +232,7 @@ class ElasticSink:
                 status, body = self.request(
                     "POST",
                     "/_search/scroll",
-                    orjson.dumps({"scroll": _SCROLL, "scroll_id": scroll_id}),
+                    orjson.dumps({"scroll": scroll, "scroll_id": scroll_id}),
                 )
                 self._check_status(status, body, f"listing documents of {index}")
                 scroll_id = body.get("_scroll_id", scroll_id)
@@ -243,7 +243,7 @@ class ElasticSink:
                         "DELETE", "/_search/scroll", orjson.dumps({"scroll_id": [scroll_id]})
                     )
                 except SinkUnavailable:
-                    log.debug("could not clear scroll of %s; it expires in %s", index, _SCROLL)
+                    log.debug("could not clear the scroll of %s; it expires in %s", index, scroll)
 
     # -- bulk -------------------------------------------------------------------------------
 

@@ -178,9 +178,13 @@ class RowReader:
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[tuple[str, int]]:
-        """Reads inside this block see one consistent snapshot; yields the binlog position
-        (file, offset) it corresponds to (see `mysql.consistent_snapshot`)."""
+        """Reads inside this block see one consistent snapshot; yields a binlog position
+        (file, offset) at or after every transaction the snapshot holds: MariaDB's exact one,
+        and on MySQL the position read once the snapshot has started (`consistent_chunk`
+        gives the position read before, which may be earlier)."""
         with mysql.consistent_snapshot(self._session) as position:
+            if self._session.info().flavor != "mariadb":
+                position = self._session.run(mysql.binlog_file_position)
             yield position
 
     def fetch_chunk(

@@ -343,6 +343,12 @@ class EsStandIn:
         with self._lock:
             return sorted(self._docs.indices)
 
+    @property
+    def open_scrolls(self) -> int:
+        """Scrolls started and not yet cleared."""
+        with self._lock:
+            return len(self._docs.scrolls)
+
     def docs(self, index: str) -> dict[str, Any]:
         """Live documents of `index` by id, decoded (empty if the index does not exist, and
         always empty with `store=False`)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -175,7 +175,9 @@ class Docs:
         self.world.on_mget()
         return self.world.sink.mget(index, ids)
 
-    def scan_ids(self, index: str, page: int) -> Iterator[list[str]]:
+    def scan_ids(
+        self, index: str, page: int, keep_alive: float = 120.0
+    ) -> Generator[list[str], None, None]:
         return self.world.sink.scan_ids(index, page)
 
 
@@ -196,7 +198,13 @@ def differences(report: Report) -> dict[str, Any]:
     return dict(found)
 
 
-NONE: dict[str, Any] = {"missing": [], "different": [], "extra": [], "changing": []}
+NONE: dict[str, Any] = {
+    "missing": [],
+    "different": [],
+    "extra": [],
+    "changing": [],
+    "unverified": [],
+}
 
 
 def test_an_index_that_equals_the_table_has_no_difference() -> None:
@@ -227,6 +235,7 @@ def test_each_corrupted_document_is_reported_by_kind_and_nothing_else() -> None:
         "different": [{"id": "8", "fields": ["name"]}, {"id": "9", "fields": ["name", "title"]}],
         "extra": ["500", "not-an-id"],
         "changing": [],
+        "unverified": [],
     }
 
 
@@ -358,7 +367,7 @@ def test_repair_makes_the_index_equal_with_versions_that_a_later_change_beats() 
 
     after = check.repair(found, world.sink)
 
-    assert sorted(after.indices["items"].repaired) == ["3", "8", "99"]
+    assert after.to_dict()["indices"]["items"]["repaired"] == ["3", "8", "99"]
     assert after.equal and differences(after) == NONE
     assert world.doc(3) == {"id": 3, "name": "row 3"}
     assert world.doc(8) == {"id": 8, "name": "row 8"}
@@ -369,10 +378,12 @@ def test_repair_makes_the_index_equal_with_versions_that_a_later_change_beats() 
     world.write(8, "later")
     world.apply()
     assert world.doc(8) == {"id": 8, "name": "later"}
-    # A second verification finds nothing, and a second repair has nothing to do.
-    again = verifier(world).run()
-    assert again.equal
-    assert verifier(world).repair(again, world.sink).indices["items"].repaired == []
+    # A second verification finds nothing, and repairing the same report again leaves every
+    # document as it is.
+    assert verifier(world).run().equal
+    held = world.sink.live()
+    assert verifier(world).repair(found, world.sink).equal
+    assert world.sink.live() == held
 
 
 def test_repair_does_not_undo_a_change_the_stream_applies_meanwhile() -> None:
@@ -431,6 +442,28 @@ def test_a_document_versioned_above_the_stream_is_left_and_reported(
     assert differences(after) == {**NONE, "different": [{"id": "6", "fields": ["name"]}]}
     assert world.sink.docs[("items", "6")][0] == ahead
     assert "the repair could not fix 1 document of items: versions above" in caplog.text
+
+
+def test_a_table_without_a_usable_key_is_reported_unverified(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = World(rows=5)
+
+    class Keyless(Rows):
+        def unique_key(self, schema: str, table: str) -> tuple[str, ...] | None:
+            return None
+
+    cfg = config(snapshot={"chunk_size": 10})
+    with caplog.at_level(logging.WARNING):
+        report = Verifier(cfg, Keyless(world), Docs(world), Checkpoints(world)).run()
+
+    reason = "no primary key and no unique key on NOT NULL columns"
+    assert differences(report) == {
+        **NONE,
+        "unverified": [{"table": "shop.items", "reason": reason}],
+    }
+    assert not report.equal
+    assert f"shop.items cannot be verified: {reason}" in caplog.text
 
 
 def test_a_set_stop_interrupts_the_verification() -> None:
