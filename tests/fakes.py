@@ -7,15 +7,27 @@ import contextlib
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.errors import SourceUnavailable
 from cdc.model.checkpoint import Checkpoint
-from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
+from cdc.model.events import (
+    Begin,
+    Column,
+    Commit,
+    Event,
+    ForeignKey,
+    Heartbeat,
+    Kind,
+    RowChange,
+    TableSchema,
+)
 from cdc.model.position import Position, ServerInfo
 from cdc.sink.bulk import BulkItem, ItemResult
 from cdc.source.handoff import Failed
+
+T = TypeVar("T")
 
 ITEMS = TableSchema(
     "shop",
@@ -260,6 +272,38 @@ class NoRows:
 
     def snapshot(self) -> contextlib.AbstractContextManager[tuple[str, int]]:
         raise AssertionError("nothing is verified")
+
+    def fetch_chunk(
+        self,
+        schema: str,
+        table: str,
+        key_columns: Sequence[str],
+        after: tuple[Any, ...] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        raise AssertionError("nothing is snapshotted")
+
+    def indexes(self, schema: str, table: str) -> list[tuple[str, ...]]:
+        return [("id",)]
+
+    def foreign_keys(self, schema: str, table: str) -> list[ForeignKey]:
+        return []
+
+    def fetch_in(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[tuple[Any, ...]],
+        order: Sequence[tuple[str, bool]] = (),
+    ) -> tuple[TableSchema, list[dict[str, Any]]]:
+        raise AssertionError("no documents are rebuilt")
+
+    def consistent_read(self, read: Callable[[], T]) -> tuple[T, tuple[str, int]]:
+        raise AssertionError("no documents are rebuilt")
+
+    def forget(self) -> None:
+        return None
 
     def position(self) -> Position:
         raise AssertionError("nothing is verified")

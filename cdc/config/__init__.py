@@ -16,7 +16,9 @@ from cdc.config.loading import load_config
 from cdc.config.models import (
     BulkConfig,
     CheckpointConfig,
+    ChildMapping,
     ConnectorConfig,
+    FieldOptions,
     FileStoreConfig,
     MetricsConfig,
     RedisStoreConfig,
@@ -26,6 +28,7 @@ from cdc.config.models import (
     SoftDelete,
     SourceConfig,
     TableMapping,
+    Through,
     TlsConfig,
     VerifyConfig,
 )
@@ -34,8 +37,10 @@ from cdc.errors import ConfigError
 __all__ = [
     "BulkConfig",
     "CheckpointConfig",
+    "ChildMapping",
     "ConfigError",
     "ConnectorConfig",
+    "FieldOptions",
     "FileStoreConfig",
     "MetricsConfig",
     "RedisStoreConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "SoftDelete",
     "SourceConfig",
     "TableMapping",
+    "Through",
     "TlsConfig",
     "VerifyConfig",
     "load_config",

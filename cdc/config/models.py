@@ -249,7 +249,149 @@ def _is_glob(pattern: str) -> bool:
     return any(char in pattern for char in "*?[")
 
 
-class TableMapping(_Model):
+class FieldOptions(_Model):
+    """Which columns of a table become fields, under which names, converted how: the options
+    every mapping takes, a table mapping and each of its children alike."""
+
+    include: list[str] | None = None
+    """Only these columns become fields (default: all)."""
+    exclude: list[str] = []
+    """These columns never become fields."""
+    rename: dict[str, str] = {}
+    """Column name -> field name."""
+    decimal: Literal["string", "number"] = "string"
+    """DECIMAL as an exact string or as a JSON number (never a silently lossy float)."""
+    binary: Literal["base64", "skip"] = "base64"
+    """BINARY/VARBINARY/BLOB columns as base64 text, or left out."""
+    json_columns: list[str] = []
+    """Columns holding JSON text (MariaDB stores JSON as LONGTEXT) to parse into objects."""
+
+    @field_validator("rename")
+    @classmethod
+    def _distinct_targets(cls, rename: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for column, name in rename.items():
+            if name in seen:
+                raise ValueError(f"`{seen[name]}` and `{column}` are both renamed to `{name}`")
+            seen[name] = column
+        return rename
+
+    @model_validator(mode="after")
+    def _consistent_columns(self) -> FieldOptions:
+        if self.include is not None:
+            both = sorted(set(self.include) & set(self.exclude))
+            if both:
+                names = ", ".join(f"`{name}`" for name in both)
+                raise ValueError(f"{names} cannot be in both `include` and `exclude`")
+        return self
+
+
+def _exact_table(value: str) -> str:
+    if value.count(".") != 1 or not all(value.split(".")):
+        raise ValueError("must be `schema.table`")
+    if _is_glob(value):
+        raise ValueError("must name one table: globs are not allowed here")
+    return value
+
+
+def _join_columns(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None and not value:
+        raise ValueError("must name at least one pair of columns")
+    return value
+
+
+ExactTable = Annotated[str, AfterValidator(_exact_table)]
+JoinColumns = Annotated[dict[str, str], AfterValidator(_join_columns)]
+
+
+class Through(_Model):
+    """The link table of a many-to-many child: each of its rows links one parent row to one
+    child row."""
+
+    table: ExactTable
+    """`schema.table` of the link table."""
+    join: JoinColumns | None = None
+    """Link column -> parent column; default: read from the link table's FOREIGN KEY to the
+    parent's table."""
+    to: JoinColumns | None = None
+    """Link column -> child column; default: read from the link table's FOREIGN KEY to the
+    child's table."""
+
+
+class ChildMapping(FieldOptions):
+    """Rows of another table that become a field of their parent's document: an array of
+    objects (one-to-many, or many-to-many through a link table) or one object (one-to-one).
+    The document is rebuilt from MySQL's current rows whenever any row it is made of changes."""
+
+    table: ExactTable
+    """`schema.table` of the child rows."""
+    field: str
+    """The parent document's field that holds them."""
+    relationship: Literal["one_to_many", "one_to_one"] = "one_to_many"
+    """`one_to_many`: an array of every matching row (`[]` when none); `one_to_one`: the one
+    matching row as an object, or null."""
+    join: JoinColumns | None = None
+    """Child column -> parent column, e.g. `{post_id: id}`; default: read from the FOREIGN KEY
+    between the two tables. Not with `through`."""
+    through: Through | None = None
+    """Link table of a many-to-many child."""
+    order_by: list[str] = []
+    """Order of an array: column names, each optionally followed by ` desc`; ties and the
+    default follow the child's primary key (then the link table's)."""
+    nested: bool = True
+    """Map an array as `nested` when the connector creates the index, so that a query on two
+    fields of one element matches the same element."""
+    children: list[ChildMapping] = []
+    """This child's own children, nested inside each of its objects."""
+
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("order_by")
+    @classmethod
+    def _order_terms(cls, terms: list[str]) -> list[str]:
+        for term in terms:
+            if not re.match(r"^\S+( (asc|desc))?$", term, re.IGNORECASE):
+                raise ValueError(f"`{term}` must be a column name, optionally followed by ` desc`")
+        return terms
+
+    @field_validator("field")
+    @classmethod
+    def _field_name(cls, value: str) -> str:
+        if not value or "." in value:
+            raise ValueError("must be a field name without `.`")
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ChildMapping:
+        if self.through is not None:
+            if self.join is not None:
+                raise ValueError("give `join` inside `through` for a many-to-many child")
+            if self.relationship == "one_to_one":
+                raise ValueError("a child `through` a link table is an array: drop `one_to_one`")
+        if self.relationship == "one_to_one" and self.order_by:
+            raise ValueError("`order_by` orders arrays; a one_to_one child is one object")
+        fields = [child.field for child in self.children]
+        for name in fields:
+            if fields.count(name) > 1:
+                raise ValueError(f"two children are both field `{name}`")
+        return self
+
+    def order_terms(self) -> list[tuple[str, bool]]:
+        """`order_by` as (column, descending) pairs."""
+        terms = []
+        for term in self.order_by:
+            column, _, direction = term.partition(" ")
+            terms.append((column, direction.lower() == "desc"))
+        return terms
+
+    def is_array(self) -> bool:
+        return self.relationship == "one_to_many"
+
+
+class TableMapping(FieldOptions):
     """How the rows of one table (or a glob of sharded tables) become documents."""
 
     table: str
@@ -260,28 +402,20 @@ class TableMapping(_Model):
     """Columns forming the document id; default: the primary key."""
     id_separator: str = ":"
     """Joins composite id parts."""
-    include: list[str] | None = None
-    """Only these columns become fields (default: all)."""
-    exclude: list[str] = []
-    """These columns never become fields."""
-    rename: dict[str, str] = {}
-    """Column name -> field name."""
     static: dict[str, Any] = {}
     """Fields added to every document."""
     soft_delete: SoftDelete | None = None
     """Rows matching this rule are deleted from the index."""
-    decimal: Literal["string", "number"] = "string"
-    """DECIMAL as an exact string or as a JSON number (never a silently lossy float)."""
-    binary: Literal["base64", "skip"] = "base64"
-    """BINARY/VARBINARY/BLOB columns as base64 text, or left out."""
-    json_columns: list[str] = []
-    """Columns holding JSON text (MariaDB stores JSON as LONGTEXT) to parse into objects."""
     snapshot: SnapshotMode | None = None
     """Overrides `snapshot.mode` for this mapping."""
     index_settings: dict[str, Any] | None = None
     """Settings used when the connector creates a missing index."""
     index_mappings: dict[str, Any] | None = None
-    """Mappings used when the connector creates a missing index."""
+    """Mappings used when the connector creates a missing index (merged over the `nested`
+    fields of children)."""
+    children: list[ChildMapping] = []
+    """Rows of other tables built into each document (denormalized documents); see
+    `ChildMapping`."""
 
     @field_validator("table")
     @classmethod
@@ -300,24 +434,24 @@ class TableMapping(_Model):
             )
         return value
 
-    @field_validator("rename")
-    @classmethod
-    def _distinct_targets(cls, rename: dict[str, str]) -> dict[str, str]:
-        seen: dict[str, str] = {}
-        for column, name in rename.items():
-            if name in seen:
-                raise ValueError(f"`{seen[name]}` and `{column}` are both renamed to `{name}`")
-            seen[name] = column
-        return rename
-
     @model_validator(mode="after")
-    def _consistent_columns(self) -> TableMapping:
-        if self.include is not None:
-            both = sorted(set(self.include) & set(self.exclude))
-            if both:
-                names = ", ".join(f"`{name}`" for name in both)
-                raise ValueError(f"{names} cannot be in both `include` and `exclude`")
+    def _tree(self) -> TableMapping:
+        if self.children and _is_glob(self.table):
+            raise ValueError("a mapping with `children` must name one table, not a glob")
+        fields = [child.field for child in self.children]
+        for name in fields:
+            if fields.count(name) > 1:
+                raise ValueError(f"two children are both field `{name}`")
         return self
+
+    def mappings_body(self) -> dict[str, Any] | None:
+        """The `mappings` an index created for this mapping gets: its array children as
+        `nested` (at every depth, unless `nested: false`), with `index_mappings` merged over
+        them (the user's word wins, field by field)."""
+        nested = _nested(self.children)
+        if not nested:
+            return self.index_mappings
+        return _merged({"properties": nested}, self.index_mappings or {})
 
     _origin: Any = PrivateAttr(default=None)
     """Where `load_config` read this mapping (a `cdc.config.problems.Origin`)."""
@@ -332,6 +466,30 @@ class TableMapping(_Model):
         if self._origin is not None:
             return str(self._origin.describe(loc))
         return f"mapping {self.table!r}" + (f": {dotted(loc)}" if loc else "")
+
+
+def _nested(children: list[ChildMapping]) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for child in children:
+        spec: dict[str, Any] = {}
+        if child.is_array() and child.nested:
+            spec["type"] = "nested"
+        inner = _nested(child.children)
+        if inner:
+            spec["properties"] = inner
+        if spec:
+            properties[child.field] = spec
+    return properties
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = (
+            _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 SnapshotMode = Literal["initial", "never", "when_needed"]
@@ -442,9 +600,26 @@ class ConnectorConfig(_Model):
                     )
         return tables
 
+    def streamed_tables(self) -> list[str]:
+        """The table patterns whose changes the stream reads: every mapping's, and every table
+        of their children (link tables included), each once."""
+        found: dict[str, None] = {}
+
+        def add(children: list[ChildMapping]) -> None:
+            for child in children:
+                found[child.table] = None
+                if child.through is not None:
+                    found[child.through.table] = None
+                add(child.children)
+
+        for mapping in self.tables:
+            found[mapping.table] = None
+            add(mapping.children)
+        return list(found)
+
     def schemas(self) -> list[str]:
-        """The schema part of every mapping's table pattern, sorted, each once."""
-        return sorted({m.table.split(".", 1)[0] for m in self.tables})
+        """The schema part of every table pattern the stream reads, sorted, each once."""
+        return sorted({table.split(".", 1)[0] for table in self.streamed_tables()})
 
     def mapping_for(self, schema: str, table: str) -> TableMapping | None:
         """The first mapping covering `schema.table`, or None if the table is not mapped."""

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from cdc.config import ConnectorConfig
 from cdc.engine.batch import Batch, Versions
 from cdc.engine.ports import Sink
+from cdc.engine.rebuilds import Rebuilds
 from cdc.engine.snapshots import Snapshots
 from cdc.errors import Interrupted
 from cdc.metrics import Metrics
@@ -115,6 +116,7 @@ class Loop:
         mappers: Mappers,
         snapshots: Snapshots | None = None,
         clock: Callable[[], float] = time.monotonic,
+        trees: Rebuilds | None = None,
     ) -> None:
         self._cfg = cfg
         self._sink = sink
@@ -127,6 +129,8 @@ class Loop:
         self._snapshots = snapshots
         self._rebuilds: dict[str, str] = snapshots.rebuilds if snapshots is not None else {}
         """alias -> new index, while a rebuild fills it (`Snapshots.rebuilds`)."""
+        self._trees = trees
+        """Denormalized documents named by the stream, rebuilt at each flush."""
         self._clock = clock
         self._flush_interval = cfg.sink.bulk.flush_interval_ms / 1000
         self.stats = RunStats()
@@ -159,9 +163,10 @@ class Loop:
         max_bytes = self._cfg.sink.bulk.max_bytes
         healthy = False
         batch = self.batch
+        trees = self._trees
         while not self._stop.is_set():
             timeout = self._flush_interval
-            if batch:
+            if self._pending():
                 timeout = max(0.0, batch.started + self._flush_interval - self._clock())
             events = feed.get(timeout)
             if isinstance(events, Failed):
@@ -185,18 +190,22 @@ class Loop:
                         batch.close_transaction()
                     elif cls is Commit:
                         self._commit_read(event)  # type: ignore[arg-type]
-                        if batch.due(self._clock(), self._flush_interval):
+                        if self._due():
                             self.flush()
                     elif cls is Heartbeat:
                         idle = True
                         if self._snapshots is not None:
                             self._snapshots.reached(event.file, event.offset)  # type: ignore[union-attr]
-                    if len(batch.items) >= max_actions or batch.nbytes >= max_bytes:
+                    if (
+                        len(batch.items) >= max_actions
+                        or batch.nbytes >= max_bytes
+                        or (trees is not None and trees.pending >= max_actions)
+                    ):
                         self.flush()
-            self.caught_up = idle and feed.empty() and not batch
+            self.caught_up = idle and feed.empty() and not self._pending()
             if self._snapshots is not None and not self.versions.open:
                 self._add_chunks()
-            if batch.full(max_actions, max_bytes) or batch.due(self._clock(), self._flush_interval):
+            if batch.full(max_actions, max_bytes) or self._due():
                 self.flush()
             if idle and feed.empty():
                 self.flush()
@@ -210,9 +219,21 @@ class Loop:
             self._snapshots is None or self._snapshots.quiet()
         )
 
+    def _pending(self) -> bool:
+        """Operations wait to be sent, or documents to be rebuilt."""
+        return bool(self.batch) or (self._trees is not None and self._trees.pending > 0)
+
+    def _due(self) -> bool:
+        """The oldest pending operation or rebuild has waited the flush interval."""
+        return self._pending() and self._clock() - self.batch.started >= self._flush_interval
+
     def _change(self, change: RowChange) -> None:
         # Runs for every row change: the batch and the versions are used inline.
         mapper = self._mappers.of(change.table)
+        if self._trees is not None:
+            trees = self._trees.trees_of(change.table)
+            if trees:
+                self._tree_change(trees, change, counted=mapper is not None)
         if mapper is None:
             return
         name = mapper.table_name
@@ -239,6 +260,21 @@ class Loop:
                 batch.nbytes += len(item.body)
         self.stats.actions += len(actions)
 
+    def _tree_change(self, trees: list[Any], change: RowChange, counted: bool) -> None:
+        """A change of a table of denormalized documents: note the documents it affects,
+        with the version of a slot of its own, to rebuild at the next flush."""
+        assert self._trees is not None
+        name = change.table.name
+        if not counted:
+            self.stats.changes += 1
+            key = (name, change.op)
+            self._counts[key] = self._counts.get(key, 0) + 1
+        versions = self.versions
+        slot = versions.reserve(1, name)
+        if not self.batch and not self._trees.pending:
+            self.batch.started = self._clock()
+        self._trees.touch(trees, change, version(versions.open, slot), versions.gtid)
+
     def _commit_read(self, commit: Commit) -> None:
         counter = self.versions.commit()
         self.position = commit.position
@@ -246,12 +282,14 @@ class Loop:
         if self._snapshots is not None:
             self._snapshots.committed(commit.position.file, commit.position.offset, counter)
         self.batch.close_transaction()
+        if self._trees is not None:
+            self._trees.commit(commit.position.file, commit.position.offset)
         self.stats.transactions += 1
         self._metrics.transactions.inc()
         if self._counts:
             self._count_changes()
         self.event_time = commit.timestamp
-        if not self.batch:
+        if not self._pending():
             self._acknowledge()
 
     def _count_changes(self) -> None:
@@ -277,6 +315,8 @@ class Loop:
         """A transaction half-read when the link broke is discarded; it is read again whole."""
         if self.versions.open:
             self.batch.drop_open()
+        if self._trees is not None:
+            self._trees.drop_open()
         self.versions.drop()
 
     # -- writing ----------------------------------------------------------------------------
@@ -284,7 +324,15 @@ class Loop:
     def flush(self) -> None:
         """Send the batch (the open transaction's operations too: big transactions must not
         pile up; the checkpoint still moves only to the last commit) and park what is
-        rejected, then acknowledge the last commit."""
+        rejected, then acknowledge the last commit. Due denormalized documents are rebuilt
+        first, from the rows MySQL has now (retried while MySQL is unreachable)."""
+        trees = self._trees
+        if trees is not None and trees.pending:
+            self._add_rebuilt(retry(trees.build, self._outages.source, self._stop))
+            self._outages.source.recovered()
+            if not self.batch:
+                self._acknowledge()
+                return
         if not self.batch:
             return
         rejected = self._sink.write(
@@ -296,6 +344,27 @@ class Loop:
         self._acknowledge()
         if self._snapshots is not None:
             self.stats.snapshot_rows += self._snapshots.acknowledged()
+
+    def _add_rebuilt(self, items: list[BulkItem]) -> None:
+        batch = self.batch
+        if items and not batch.items:
+            batch.started = self._clock()
+        rebuilds = self._rebuilds
+        for item in items:
+            batch.items.append(item)
+            batch.nbytes += len(item.body)
+            target = rebuilds.get(item.action.index) if rebuilds else None
+            if target is not None:
+                twin = BulkItem(
+                    replace(item.action, index=target),
+                    item.version,
+                    item.table,
+                    item.gtid,
+                    item.id_columns,
+                )
+                batch.items.append(twin)
+                batch.nbytes += len(twin.body)
+        self.stats.actions += len(items)
 
     def _park(self, rejected: list[tuple[BulkItem, ItemResult]]) -> None:
         """Park rejected documents in the dead-letter queue, durably, before the checkpoint can
@@ -362,7 +431,8 @@ class Loop:
         try:
             if not self._sink.write(self.batch.items, stop=pending_stop):
                 self.batch.take()
-                self._acknowledge()
+                if not self._pending():  # documents still to rebuild are replayed instead
+                    self._acknowledge()
         except Interrupted:
             log.warning("Elasticsearch did not acknowledge the last batch before shutdown")
         finally:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from cdc.config import ConnectorConfig
 from cdc.engine.loop import Loop, Outages, RunStats
 from cdc.engine.ports import Sink, Source
+from cdc.engine.rebuilds import Rebuilds
 from cdc.engine.recorder import Recorder
 from cdc.engine.snapshots import Snapshots
 from cdc.engine.startup import check_mappings, start_from
@@ -37,6 +38,7 @@ from cdc.source.handoff import Handoff
 from cdc.source.server import MysqlSource
 from cdc.state.stores import Stores
 from cdc.transform.mapping import Mappers
+from cdc.transform.trees import Tree
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,12 @@ class Pipeline:
             store=Outage("checkpoint store", "checkpoint", m),
         )
         self.mappers = Mappers(cfg.mapping_for, ZoneInfo(cfg.source.time_zone))
-        self.snapshots = Snapshots(cfg, self.source, stores.snapshots, sink, self.mappers, m)
+        self.trees: dict[str, Tree] = {}
+        """The mappings with children, compiled against the live schema at startup."""
+        self.snapshots = Snapshots(
+            cfg, self.source, stores.snapshots, sink, self.mappers, m, self.trees
+        )
+        self.rebuilds: Rebuilds | None = None
         self.verifying = VerifyLoop(cfg, self.source, sink, stores, m)
         self.loop: Loop | None = None
         self.stats = RunStats()
@@ -131,6 +138,8 @@ class Pipeline:
         if not fresh:
             retry(lambda: self.source.check_position(info, start.position), outages.source, stop)
         retry(lambda: self.sink.ensure_indices(self.cfg.tables), outages.sink, stop)
+        if self.trees and self.rebuilds is None:
+            self.rebuilds = Rebuilds(list(self.trees.values()), self.source.rows, stop)
         if fresh:
             # A fresh start records its position at once, so that a restart resumes from here
             # rather than from a later "now".
@@ -148,6 +157,7 @@ class Pipeline:
             self.mappers,
             self.snapshots,
             self._clock,
+            self.rebuilds,
         )
         self.stats = self.loop.stats
         self._saved_at = time.monotonic()
@@ -166,6 +176,8 @@ class Pipeline:
             report = check_mappings(self.cfg, rows)
         finally:
             rows.close()
+        self.trees.clear()
+        self.trees.update(report.trees)
         for line in report.unmatched:
             log.warning("%s; its changes stream once such a table exists", line)
         if report.problems:
@@ -204,6 +216,8 @@ class Pipeline:
         stopped (kept a while so `cdc status` can show why)."""
         self.verifying.close()
         self.snapshots.close()
+        if self.rebuilds is not None:
+            self.rebuilds.close()
         if self.loop is not None:
             self.loop.offer(force=True)
         if not self._recorder.close(timeout=3.0):

@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cdc.config import TableMapping
-from cdc.model.events import TableSchema
+from cdc.model.events import ForeignKey, TableSchema
 from cdc.model.position import Position, ServerInfo
 from cdc.sink.bulk import BulkItem, ItemResult
 from cdc.source.handoff import Stream
+
+_T = TypeVar("_T")
 
 
 class RowsByKey(Protocol):
@@ -61,6 +63,47 @@ class Rows(Protocol):
         after: tuple[Any, ...] | None,
         limit: int,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]: ...
+
+    def fetch_chunk(
+        self,
+        schema: str,
+        table: str,
+        key_columns: Sequence[str],
+        after: tuple[Any, ...] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` rows ordered by `key_columns`, after the key `after` (None: from the
+        start), read in whatever transaction is open."""
+        ...
+
+    def indexes(self, schema: str, table: str) -> list[tuple[str, ...]]:
+        """The columns of each index of the table, in index order."""
+        ...
+
+    def foreign_keys(self, schema: str, table: str) -> list[ForeignKey]:
+        """The table's FOREIGN KEY constraints."""
+        ...
+
+    def fetch_in(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[tuple[Any, ...]],
+        order: Sequence[tuple[str, bool]] = (),
+    ) -> tuple[TableSchema, list[dict[str, Any]]]:
+        """The table, and its rows whose `columns` equal one of `values` (the shapes rows
+        and the binlog hold), ordered by (column, descending) pairs."""
+        ...
+
+    def consistent_read(self, read: Callable[[], _T]) -> tuple[_T, tuple[str, int]]:
+        """`read()` in one consistent snapshot, and a binlog position (file, offset) every
+        transaction the snapshot holds is at or before (exact on MariaDB)."""
+        ...
+
+    def forget(self) -> None:
+        """Drop cached table descriptions (a table may have been altered)."""
+        ...
 
     def close(self) -> None: ...
 

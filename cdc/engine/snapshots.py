@@ -30,6 +30,7 @@ from cdc.model.versions import COPY_SLOT, MAX_COUNTER, version
 from cdc.sink.bulk import BulkItem
 from cdc.state.stores import SnapshotStore
 from cdc.transform.mapping import Mappers
+from cdc.transform.trees import Tree
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,11 @@ class Snapshots:
         sink: Sink,
         mappers: Mappers,
         metrics: Metrics,
+        trees: dict[str, Tree] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._trees = trees if trees is not None else {}
+        """Compiled mappings with children by root table (filled at startup)."""
         self._source = source
         self._store = store
         self._sink = sink
@@ -111,6 +115,7 @@ class Snapshots:
                 self._on_progress,
                 self.rebuilds.__setitem__,
                 self._rebuilt,
+                self._trees,
             )
             self._snapshotter.start()
 
@@ -195,8 +200,9 @@ class Snapshots:
         mapper = self._mappers.with_mapping(chunk.mapping, chunk.schema)
         chunk_version = version(counter, COPY_SLOT)
         items = []
-        for row in chunk.rows:
-            for action in mapper.map_row(row):
+        documents = chunk.actions if chunk.actions is not None else map(mapper.map_row, chunk.rows)
+        for actions in documents:
+            for action in actions:
                 if chunk.target_index is not None:
                     action = replace(action, index=chunk.target_index)
                 items.append(BulkItem(action, chunk_version, chunk.table, None, mapper.id_columns))

@@ -13,17 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.ports import Rows
+from cdc.engine.rebuilds import fetcher
 from cdc.errors import CdcError, Interrupted, MappingError, TransientError
 from cdc.model.events import TableSchema
 from cdc.model.progress import Progress, decode_key, encode_key
 from cdc.retry import Backoff, Outage, retry
 from cdc.state.stores import SnapshotStore
+from cdc.transform.mapping import Action
+from cdc.transform.trees import Tree
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,30 @@ class Chunk:
     rows: list[dict[str, Any]]
     position: tuple[str, int]
     target_index: str | None = None
+    actions: list[list[Action]] | None = None
+    """The operations of each row, built with its children in the rows' snapshot, when the
+    mapping has children (else the main loop maps the rows)."""
     done: threading.Event = field(default_factory=threading.Event)
     """Set by the main loop once the chunk is acknowledged (or `dropped`)."""
     dropped: bool = False
     """Set by the main loop when the chunk cannot be versioned (read too long ago, or the
     connector is stopping): it is read again."""
+
+
+def read_tree_chunk(
+    rows: Rows, tree: Tree, key: Sequence[str], after: tuple[Any, ...] | None, limit: int
+) -> tuple[tuple[TableSchema, list[dict[str, Any]], list[list[Action]]], tuple[str, int]]:
+    """A chunk of a tree's root rows and the operations of their whole documents, every row
+    read in one consistent snapshot, with its binlog position."""
+    schema_name, table_name = _split(tree.mapping.table)
+
+    def read() -> tuple[TableSchema, list[dict[str, Any]], list[list[Action]]]:
+        schema = rows.table_schema(schema_name, table_name)
+        chunk = rows.fetch_chunk(schema_name, table_name, key, after, limit)
+        return schema, chunk, tree.documents(schema, chunk, fetcher(rows))
+
+    rows.forget()  # every chunk sees the tables as they are now (a snapshot spans DDLs)
+    return rows.consistent_read(read)
 
 
 def resolve_tables(cfg: ConnectorConfig, rows: Rows) -> list[str]:
@@ -85,8 +107,10 @@ class Snapshotter:
         on_progress: Callable[[Progress], None],
         on_rebuild: Callable[[str, str], None],
         on_rebuilt: Callable[[str, str], None],
+        trees: dict[str, Tree] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._trees = trees if trees is not None else {}
         self._rows = rows
         self.store = store
         self._submit = submit
@@ -190,14 +214,21 @@ class Snapshotter:
         after = decode_key(progress.after)
         while not self._stop.is_set():
             began = time.monotonic()
-            schema, rows, position = reader.consistent_chunk(
-                schema_name, table_name, key, after, size
-            )
+            tree = self._trees.get(progress.table) if mapping.children else None
+            if mapping.children and tree is None:
+                raise MappingError(f"the children of {progress.table}'s mapping were not compiled")
+            actions = None
+            if tree is None:
+                schema, rows, position = reader.consistent_chunk(
+                    schema_name, table_name, key, after, size
+                )
+            else:
+                (schema, rows, actions), position = read_tree_chunk(reader, tree, key, after, size)
             self._outage.recovered()
             progress.rows_read += len(rows)
             if rows:
                 chunk = Chunk(
-                    progress.table, mapping, schema, rows, position, progress.target_index
+                    progress.table, mapping, schema, rows, position, progress.target_index, actions
                 )
                 self._submit(chunk)
                 while not chunk.done.wait(0.2):

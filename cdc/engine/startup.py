@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
 from cdc.engine.ports import Rows
@@ -12,6 +13,7 @@ from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position, ServerInfo
 from cdc.model.versions import initial_counter
 from cdc.transform.checks import closest, problems
+from cdc.transform.trees import Tree, compile_tree
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,17 @@ class MappingReport:
     """A line per mapping that matches no existing table."""
     tables: int = 0
     """Existing tables the mappings cover."""
+    trees: dict[str, Tree] = field(default_factory=dict)
+    """The compiled mappings with children, by root table."""
 
 
 def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
     """Hold every mapping against the tables it covers on the server now: every column and
-    option it names must fit each of them (`cdc.transform.checks`), and it must cover one at
-    least. Each problem names the spot in the config and, for a typo, the closest name."""
+    option it names must fit each of them (`cdc.transform.checks`), its children must form a
+    tree the source can serve (`cdc.transform.trees`), and it must cover one table at least.
+    Each problem names the spot in the config and, for a typo, the closest name."""
     report = MappingReport()
+    zone = ZoneInfo(cfg.source.time_zone)
     existing = rows.list_tables()
     for mapping in cfg.tables:
         tables = [t for t in existing if cfg.mapping_for(*t.split(".", 1)) is mapping]
@@ -78,4 +84,15 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
                 if problem.suggestion:
                     line += f"; did you mean `{problem.suggestion}`?"
                 report.problems.append((line, problem.hint))
+        if mapping.children:
+            tree, found = compile_tree(mapping, rows, zone)
+            for problem in found:
+                line = (
+                    f"{mapping.where(*problem.loc)}: mapping {mapping.table!r}: {problem.message}"
+                )
+                if problem.suggestion:
+                    line += f"; did you mean `{problem.suggestion}`?"
+                report.problems.append((line, problem.hint))
+            if tree is not None:
+                report.trees[mapping.table] = tree
     return report

@@ -65,6 +65,17 @@ class TableSchema:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ForeignKey:
+    """One FOREIGN KEY constraint of a table."""
+
+    columns: tuple[str, ...]
+    references: str
+    """`schema.table` it points at."""
+    referenced: tuple[str, ...]
+    """The columns it points at, in the order of `columns`."""
+
+
 Op = Literal["insert", "update", "delete"]
 
 

@@ -148,8 +148,9 @@ class ElasticSink:
         body: dict[str, Any] = {}
         if mapping.index_settings:
             body["settings"] = mapping.index_settings
-        if mapping.index_mappings:
-            body["mappings"] = mapping.index_mappings
+        mappings = mapping.mappings_body()
+        if mappings:
+            body["mappings"] = mappings
         if alias:
             body["aliases"] = {alias: {"is_write_index": True}}
         status, resp = self.request("PUT", f"/{quote(name)}", orjson.dumps(body))

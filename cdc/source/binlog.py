@@ -15,6 +15,7 @@ handled here:
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from cdc.config import SourceConfig, TableMapping
+from cdc.config import SourceConfig
 from cdc.errors import PositionError, SourceUnavailable
 from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
@@ -167,12 +168,13 @@ class BinlogSource:
     def __init__(
         self,
         cfg: SourceConfig,
-        mappings: Sequence[TableMapping],
+        tables: Sequence[str],
         start: Position,
         info: ServerInfo,
     ) -> None:
         self._cfg = cfg
-        self._mappings = list(mappings)
+        self._tables = list(tables)
+        """`schema.table` patterns (globs allowed) of the tables whose changes are read."""
         self._start = start
         self._info = info
         self._reader: BinLogStreamReader | None = None
@@ -223,8 +225,8 @@ class BinlogSource:
         """Narrow what the library decodes: schemas and table names when no glob needs them."""
         schemas: set[str] = set()
         tables: set[str] = set()
-        for m in self._mappings:
-            schema, table = m.table.split(".", 1)
+        for pattern in self._tables:
+            schema, table = pattern.split(".", 1)
             if any(ch in schema for ch in "*?["):
                 return {}
             schemas.add(schema)
@@ -332,7 +334,8 @@ class BinlogSource:
         return schema, decoder
 
     def _mapped(self, schema: str, table: str) -> bool:
-        return any(m.matches(schema, table) for m in self._mappings)
+        name = f"{schema}.{table}"
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self._tables)
 
     def events(self) -> Iterator[Event]:
         """Yield events from the start position; raises SourceUnavailable when the link breaks.

@@ -371,6 +371,43 @@ def unique_keys(conn: Connection, schema: str, table: str) -> dict[str, list[tup
     return keys
 
 
+def index_columns(conn: Connection, schema: str, table: str) -> list[tuple[str, ...]]:
+    """The columns of every index of a table, in index order (what a lookup can use)."""
+    rows = query(
+        conn,
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+        [schema, table],
+        "reading the indexes of a table",
+    )
+    indexes: dict[str, list[str]] = {}
+    for index, column in rows:
+        indexes.setdefault(str(index), []).append(str(column))
+    return [tuple(columns) for columns in indexes.values()]
+
+
+def foreign_keys(
+    conn: Connection, schema: str, table: str
+) -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
+    """The FOREIGN KEYs of a table: (its columns, `schema.table` referenced, the referenced
+    columns), columns in constraint order."""
+    rows = query(
+        conn,
+        "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME,"
+        " REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND REFERENCED_TABLE_NAME IS NOT NULL"
+        " ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION",
+        [schema, table],
+        "reading the foreign keys of a table",
+    )
+    keys: dict[str, tuple[list[str], str, list[str]]] = {}
+    for name, column, ref_schema, ref_table, ref_column in rows:
+        entry = keys.setdefault(str(name), ([], f"{ref_schema}.{ref_table}", []))
+        entry[0].append(str(column))
+        entry[2].append(str(ref_column))
+    return [(tuple(cols), ref, tuple(refs)) for cols, ref, refs in keys.values()]
+
+
 def base_tables(conn: Connection) -> list[str]:
     """Every base table the user can see, as `schema.table` (system schemas left out)."""
     rows = query(

@@ -18,12 +18,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from cdc.config import SourceConfig
 from cdc.errors import CdcError, SchemaChanged
-from cdc.model.events import TableSchema
+from cdc.model.events import ForeignKey, TableSchema
 from cdc.model.position import Position
 from cdc.source import mysql
 from cdc.source.columns import ColumnInfo, after_param, column_info, decoder, key_param
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _KEYS_PER_QUERY = 200
 _KEYS_PER_IN = 2000
 _DESCRIBE_ATTEMPTS = 3
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,66 @@ class RowReader:
             if self._session.info().flavor != "mariadb":
                 position = self._session.run(mysql.binlog_file_position)
             yield position
+
+    def fetch_in(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[tuple[Any, ...]],
+        order: Sequence[tuple[str, bool]] = (),
+    ) -> tuple[TableSchema, list[dict[str, Any]]]:
+        """The table, and every row whose `columns` equal one of `values` (value tuples in the
+        shapes this reader and the binlog return), ordered by `order` ((column, descending)
+        pairs) across batches of `_KEYS_PER_IN`: one `IN` query per batch, which an index on
+        `columns` serves without a scan. A tuple holding None matches nothing."""
+        info = self._table(schema, table)
+        infos = [info.info(name) for name in columns]
+        wanted = [v for v in dict.fromkeys(values) if None not in v]
+        select = ", ".join(col.select for col in info.columns)
+        names = ", ".join(quote_name(col.name) for col in infos)
+        target = names if len(infos) == 1 else f"({names})"
+        one = "%s" if len(infos) == 1 else "(" + ", ".join(["%s"] * len(infos)) + ")"
+        source = f"{quote_name(schema)}.{quote_name(table)}"
+        by = ", ".join(f"{quote_name(name)}{' DESC' if desc else ''}" for name, desc in order)
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), _KEYS_PER_IN):
+            batch = wanted[start : start + _KEYS_PER_IN]
+            params: list[Any] = []
+            for value in batch:
+                params += [after_param(col, part) for col, part in zip(infos, value, strict=True)]
+            sql = (
+                f"SELECT {select} FROM {source} WHERE {target} IN ({', '.join([one] * len(batch))})"
+            )
+            if by:
+                sql += f" ORDER BY {by}"
+            rows = self._session.query(sql, params, f"reading {schema}.{table}")
+            found += [self._decode(info, row) for row in rows]
+        if len(wanted) > _KEYS_PER_IN and order:
+            found.sort(key=_sort_key(order))
+        return info.schema, found
+
+    def consistent_read(self, read: Callable[[], _T]) -> tuple[_T, tuple[str, int]]:
+        """`read()` inside one consistent-snapshot transaction, and the binlog position
+        (file, offset) of that snapshot: exact on MariaDB, read just before it on MySQL (see
+        `mysql.consistent_snapshot`), so every transaction up to it is in what `read` saw."""
+        with mysql.consistent_snapshot(self._session) as position:
+            return read(), position
+
+    def indexes(self, schema: str, table: str) -> list[tuple[str, ...]]:
+        """The columns of each index of the table, in index order."""
+        return self._session.run(mysql.index_columns, schema, table)
+
+    def foreign_keys(self, schema: str, table: str) -> list[ForeignKey]:
+        """The table's FOREIGN KEY constraints."""
+        return [
+            ForeignKey(cols, ref, refs)
+            for cols, ref, refs in self._session.run(mysql.foreign_keys, schema, table)
+        ]
+
+    def forget(self) -> None:
+        """Drop the cached table descriptions (a table may have been altered)."""
+        self._tables.clear()
 
     def fetch_chunk(
         self,
@@ -341,3 +402,33 @@ def _after_condition(names: Sequence[str], values: Sequence[Any]) -> tuple[str, 
         alternatives.append("(" + " AND ".join([*equal, f"{names[i]} > %s"]) + ")")
         params += [*values[:i], values[i]]
     return f"{names[0]} >= %s AND ({' OR '.join(alternatives)})", params
+
+
+def _sort_key(order: Sequence[tuple[str, bool]]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Sorting rows merged from several batches the way one ORDER BY would (NULLs first, as
+    MySQL sorts them ascending); a descending column is sorted by a reversed wrapper."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for name, desc in order:
+            value = row[name]
+            part = (value is not None, value)
+            parts.append(_Reversed(part) if desc else part)
+        return tuple(parts)
+
+    return key
+
+
+class _Reversed:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reversed) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]

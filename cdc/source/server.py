@@ -29,7 +29,7 @@ class MysqlSource:
             require([check_position(session.connection(), info, position)])
 
     def stream(self, start: Position, info: ServerInfo) -> BinlogSource:
-        return BinlogSource(self._cfg.source, self._cfg.tables, start, info)
+        return BinlogSource(self._cfg.source, self._cfg.streamed_tables(), start, info)
 
     def rows(self) -> RowReader:
         return RowReader(self._cfg.source)

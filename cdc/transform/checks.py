@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cdc.config import TableMapping
+from cdc.config import FieldOptions, TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, TableSchema
 
@@ -47,7 +47,7 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
 def problems(mapping: TableMapping, table: TableSchema) -> list[Problem]:
     """Everything `mapping` gets wrong for `table`, in the order a reader meets it: columns it
     names that the table lacks, a missing document id, fields that collide, and options that do
-    not fit their column's type."""
+    not fit their column's type. (Its children are checked by `cdc.transform.trees`.)"""
     found = _unknown_columns(mapping, table)
     if not (mapping.id_columns or table.primary_key):
         found.append(
@@ -62,17 +62,36 @@ def problems(mapping: TableMapping, table: TableSchema) -> list[Problem]:
     return _collisions(mapping, table) + _json_ids(mapping, table) + _type_misfits(mapping, table)
 
 
-def _unknown_columns(mapping: TableMapping, table: TableSchema) -> list[Problem]:
+def field_problems(options: FieldOptions, table: TableSchema) -> list[Problem]:
+    """What the field options of a child mapping get wrong for its table: unknown columns,
+    colliding fields, JSON options on columns that cannot hold JSON text."""
+    return _unknown_columns(options, table) or (
+        _collisions(options, table) + _type_misfits(options, table)
+    )
+
+
+def field_names(options: FieldOptions, table: TableSchema) -> list[str]:
+    """The fields the options make of the table's columns, in column order."""
+    include = None if options.include is None else set(options.include)
+    exclude = set(options.exclude)
+    return [
+        options.rename.get(column.name, column.name)
+        for column in table.columns
+        if column.name not in exclude and (include is None or column.name in include)
+    ]
+
+
+def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
+    id_columns = mapping.id_columns if isinstance(mapping, TableMapping) else None
+    soft_delete = mapping.soft_delete if isinstance(mapping, TableMapping) else None
     named: list[tuple[str, list[tuple[tuple[str | int, ...], str]]]] = [
-        ("id_columns", [(("id_columns", i), c) for i, c in enumerate(mapping.id_columns or [])]),
+        ("id_columns", [(("id_columns", i), c) for i, c in enumerate(id_columns or [])]),
         ("include", [(("include", i), c) for i, c in enumerate(mapping.include or [])]),
         ("exclude", [(("exclude", i), c) for i, c in enumerate(mapping.exclude)]),
         ("rename", [(("rename", c), c) for c in mapping.rename]),
         (
             "soft_delete.column",
-            [(("soft_delete", "column"), mapping.soft_delete.column)]
-            if mapping.soft_delete
-            else [],
+            [(("soft_delete", "column"), soft_delete.column)] if soft_delete else [],
         ),
         ("json_columns", [(("json_columns", i), c) for i, c in enumerate(mapping.json_columns)]),
     ]
@@ -93,7 +112,7 @@ def _unknown_columns(mapping: TableMapping, table: TableSchema) -> list[Problem]
     return found
 
 
-def _collisions(mapping: TableMapping, table: TableSchema) -> list[Problem]:
+def _collisions(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
     include = None if mapping.include is None else set(mapping.include)
     exclude = set(mapping.exclude)
     sources: dict[str, str] = {}
@@ -112,7 +131,8 @@ def _collisions(mapping: TableMapping, table: TableSchema) -> list[Problem]:
                 )
             )
         sources.setdefault(name, column.name)
-    for name in mapping.static:
+    static = mapping.static if isinstance(mapping, TableMapping) else {}
+    for name in static:
         if name in sources:
             found.append(
                 Problem(
@@ -139,7 +159,7 @@ def _json_ids(mapping: TableMapping, table: TableSchema) -> list[Problem]:
     return found
 
 
-def _type_misfits(mapping: TableMapping, table: TableSchema) -> list[Problem]:
+def _type_misfits(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
     found = []
     for i, name in enumerate(mapping.json_columns):
         column = table.column(name)
@@ -152,7 +172,7 @@ def _type_misfits(mapping: TableMapping, table: TableSchema) -> list[Problem]:
                     "list only CHAR, VARCHAR, TEXT or BLOB columns holding JSON in json_columns",
                 )
             )
-    rule = mapping.soft_delete
+    rule = mapping.soft_delete if isinstance(mapping, TableMapping) else None
     column = table.column(rule.column) if rule is not None else None
     if rule is not None and column is not None:
         for i, value in enumerate(rule.values):

@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from cdc.config import TableMapping
+from cdc.config import FieldOptions, TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.transform.checks import problems
@@ -74,8 +74,8 @@ class Mapper:
         self.index = mapping.index
         self._where = f"mapping {mapping.table!r} (table {table.name})"
         self._check_columns()
-        opts = ConvertOptions(decimal=mapping.decimal, binary=mapping.binary, time_zone=time_zone)
-        self._document = _compile_document(self._compile_fields(opts), dict(mapping.static))
+        opts = _options(mapping, time_zone)
+        self._document = document_builder(mapping, table, time_zone, mapping.static)
         self._id_parts = self._compile_id(time_zone)
         self.id_columns: tuple[str, ...] = tuple(name for name, _ in self._id_parts)
         """The columns whose rendered values form the document id (and `Action.key`)."""
@@ -123,6 +123,15 @@ class Mapper:
         """The document id of a row (only its id columns are needed)."""
         return self._join(self._key(row))
 
+    def key(self, row: dict[str, Any]) -> tuple[str, ...]:
+        """The rendered id column values of a row (only its id columns are needed), as in
+        `Action.key`; MappingError when one is NULL."""
+        return self._key(row)
+
+    def delete(self, key: tuple[str, ...]) -> Action:
+        """The delete of the document with this key."""
+        return self._delete(key)
+
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
         for column, render in self._id_parts:
@@ -145,23 +154,6 @@ class Mapper:
         found = problems(self.mapping, self.table)
         if found:
             raise found[0].error(self._where)
-
-    def _converter(self, column: Column, opts: ConvertOptions) -> Converter:
-        if column.name in self.mapping.json_columns and column.kind is not Kind.JSON:
-            return json_text_converter(column)
-        return converter_for(column, opts)
-
-    def _compile_fields(self, opts: ConvertOptions) -> list[tuple[str, str, Converter]]:
-        mapping = self.mapping
-        include = None if mapping.include is None else set(mapping.include)
-        exclude = set(mapping.exclude)
-        fields: list[tuple[str, str, Converter]] = []
-        for column in self.table.columns:
-            if column.name in exclude or (include is not None and column.name not in include):
-                continue
-            name = mapping.rename.get(column.name, column.name)
-            fields.append((column.name, name, self._converter(column, opts)))
-        return fields
 
     def _compile_id(self, time_zone: ZoneInfo) -> list[tuple[str, Callable[[Any], str | None]]]:
         names = self.mapping.id_columns or list(self.table.primary_key)
@@ -190,9 +182,40 @@ class Mapper:
             wanted = [d for d in map(_as_decimal, rule.values) if d is not None]
             return lambda row: row[name] in wanted
         # Base64 even when binary fields are skipped: the rule must still see the value.
-        convert = self._converter(column, replace(opts, binary="base64"))
+        convert = _converter(self.mapping, column, replace(opts, binary="base64"))
         values = list(rule.values)
         return lambda row: convert(row[name]) in values
+
+
+def _options(mapping: FieldOptions, time_zone: ZoneInfo) -> ConvertOptions:
+    return ConvertOptions(decimal=mapping.decimal, binary=mapping.binary, time_zone=time_zone)
+
+
+def _converter(options: FieldOptions, column: Column, opts: ConvertOptions) -> Converter:
+    if column.name in options.json_columns and column.kind is not Kind.JSON:
+        return json_text_converter(column)
+    return converter_for(column, opts)
+
+
+def document_builder(
+    options: FieldOptions,
+    table: TableSchema,
+    time_zone: ZoneInfo,
+    static: dict[str, Any] | None = None,
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The function turning a row of `table` into the fields `options` make of it (the part of
+    a document one table gives), followed by `static`. The columns it names must exist
+    (checked by `cdc.transform.checks`); raises KeyError on a row image that lacks one."""
+    opts = _options(options, time_zone)
+    include = None if options.include is None else set(options.include)
+    exclude = set(options.exclude)
+    fields: list[tuple[str, str, Converter]] = []
+    for column in table.columns:
+        if column.name in exclude or (include is not None and column.name not in include):
+            continue
+        name = options.rename.get(column.name, column.name)
+        fields.append((column.name, name, _converter(options, column, opts)))
+    return _compile_document(fields, dict(static or {}))
 
 
 def _compile_document(
@@ -290,12 +313,14 @@ class Mappers:
         self._by_mapping: dict[tuple[int, TableSchema], Mapper] = {}
 
     def of(self, table: TableSchema) -> Mapper | None:
-        """The mapper of a streamed table schema; None when no mapping covers the table."""
+        """The mapper of a streamed table schema; None when no mapping covers the table, or
+        when its mapping has children (its documents are rebuilt, not mapped)."""
         entry = self._by_schema.get(id(table))
         if entry is not None and entry[0] is table:
             return entry[1]
         mapping = self._mapping_for(table.schema, table.table)
-        mapper = None if mapping is None else Mapper(mapping, table, self._zone)
+        # The documents of a mapping with children are rebuilt whole (`cdc.engine.rebuilds`).
+        mapper = None if mapping is None or mapping.children else Mapper(mapping, table, self._zone)
         if len(self._by_schema) > self._LIMIT:
             self._by_schema.clear()
         self._by_schema[id(table)] = (table, mapper)

@@ -10,7 +10,7 @@ import pytest
 from harness import CdcProcess, run_until_caught_up, stored_checkpoint, wait_for, write_config
 from rig import MariaDB, Osmem
 
-from cdc.config import SourceConfig, TableMapping
+from cdc.config import SourceConfig
 from cdc.errors import SourceUnavailable
 from cdc.model.events import Begin, Commit, Heartbeat, RowChange
 from cdc.source.binlog import BinlogSource
@@ -54,7 +54,7 @@ def test_each_commit_shape_ends_a_transaction_at_its_own_position(
     mariadb.sql("INSERT INTO isam VALUES (1)", db=fresh_db)  # ends with a COMMIT query
     mariadb.sql("ALTER TABLE inno ADD COLUMN x INT", db=fresh_db)  # a standalone statement
 
-    source = BinlogSource(cfg, [TableMapping(table=f"{fresh_db}.*", index="x")], start, info)
+    source = BinlogSource(cfg, [f"{fresh_db}.*"], start, info)
     events = _read_until_idle(source)
 
     commits = [e for e in events if isinstance(e, Commit)]
@@ -97,7 +97,7 @@ def test_unmapped_tables_are_not_emitted(mariadb: MariaDB, fresh_db: str) -> Non
     mariadb.sql("CREATE TABLE unwanted (id INT PRIMARY KEY)", db=fresh_db)
     mariadb.sql("INSERT INTO wanted VALUES (1)", db=fresh_db)
     mariadb.sql("INSERT INTO unwanted VALUES (1)", db=fresh_db)
-    source = BinlogSource(cfg, [TableMapping(table=f"{fresh_db}.wanted", index="x")], start, info)
+    source = BinlogSource(cfg, [f"{fresh_db}.wanted"], start, info)
     events = _read_until_idle(source)
     tables = [e.table.table for e in events if isinstance(e, RowChange)]
     assert tables == ["wanted"]
@@ -125,7 +125,7 @@ def test_a_dropped_stream_raises_instead_of_replaying_from_the_start(
     conn.close()
     mariadb.sql("CREATE TABLE t (id INT PRIMARY KEY)", db=fresh_db)
     mariadb.sql("INSERT INTO t VALUES (1)", db=fresh_db)
-    source = BinlogSource(cfg, [TableMapping(table=f"{fresh_db}.t", index="x")], start, info)
+    source = BinlogSource(cfg, [f"{fresh_db}.t"], start, info)
     seen: list[object] = []
     killer = threading.Timer(1.0, _kill_binlog_dumps, args=(mariadb,))
     killer.start()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from rig import MariaDB
 
-from cdc.config import SourceConfig, TableMapping
+from cdc.config import SourceConfig
 from cdc.errors import PositionError, PrerequisiteError
 from cdc.model.events import Heartbeat
 from cdc.model.position import Position, ServerInfo
@@ -57,7 +57,7 @@ def _check_position(server: MariaDB, position: Position) -> Check:
 def _server_streams_from(server: MariaDB, position: Position) -> bool:
     """The server's own verdict: True when it streams from `position` up to being idle."""
     info, _ = _position(server)
-    source = BinlogSource(_config(server), [TableMapping(table="x.*", index="x")], position, info)
+    source = BinlogSource(_config(server), ["x.*"], position, info)
     try:
         for event in source.events():
             if isinstance(event, Heartbeat):

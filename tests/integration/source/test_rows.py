@@ -80,7 +80,7 @@ def _streamed_rows(cfg: SourceConfig, db: str, write: Any) -> list[RowChange]:
     start = current_position(conn, info)
     conn.close()
     write()
-    source = BinlogSource(cfg, [TableMapping(table=f"{db}.*", index="x")], start, info)
+    source = BinlogSource(cfg, [f"{db}.*"], start, info)
     changes = []
     for event in source.events():
         if isinstance(event, Heartbeat):

@@ -442,9 +442,9 @@ def test_unknown_field_without_a_close_match(tmp_path: Path) -> None:
     path = write(tmp_path, "c.yaml", MINIMAL + "    colour: blue\n")
 
     assert error_lines(path) == [
-        f"{path}:13: tables[0].colour: unknown field; known fields: table, index, id_columns, "
-        "id_separator, include, exclude, rename, static, soft_delete, decimal, binary, "
-        "json_columns, snapshot, index_settings, index_mappings"
+        f"{path}:13: tables[0].colour: unknown field; known fields: include, exclude, rename, "
+        "decimal, binary, json_columns, table, index, id_columns, id_separator, static, "
+        "soft_delete, snapshot, index_settings, index_mappings, children"
     ]
 
 

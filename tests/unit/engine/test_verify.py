@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import pytest
-from fakes import ITEMS, FakeSink, config
+from fakes import ITEMS, FakeSink, NoRows, config
 
 from cdc.config import ConnectorConfig
 from cdc.engine import verify
@@ -79,7 +79,7 @@ class World:
         self.sink.docs[("items", doc_id)] = ((held[0] if held else 0) + 1, source)
 
 
-class Rows:
+class Rows(NoRows):
     """`VerifyRows` over the world's table."""
 
     def __init__(self, world: World) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pymysql
 import pytest
 
-from cdc.config import SourceConfig, TableMapping
+from cdc.config import SourceConfig
 from cdc.errors import SourceUnavailable
 from cdc.model.position import Position, ServerInfo
 from cdc.source.binlog import BinlogSource
@@ -29,7 +29,7 @@ class _Reader:
 def _source(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> BinlogSource:
     source = BinlogSource(
         SourceConfig(user="cdc", server_id=7),
-        [TableMapping(table="shop.items", index="items")],
+        ["shop.items"],
         Position("mariadb", "0-1-5"),
         ServerInfo("mariadb", "10.11.0-MariaDB", 1, None, True),
     )
