@@ -41,6 +41,26 @@ class RowsByKey(Protocol):
         ...
 
 
+class ReplayRows(RowsByKey, Protocol):
+    """What a dead-letter replay reads: rows by key, and for a mapping with children the
+    catalog its tree is compiled against and the child rows."""
+
+    def list_tables(self) -> list[str]: ...
+
+    def indexes(self, schema: str, table: str) -> list[tuple[str, ...]]: ...
+
+    def foreign_keys(self, schema: str, table: str) -> list[ForeignKey]: ...
+
+    def fetch_in(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[tuple[Any, ...]],
+        order: Sequence[tuple[str, bool]] = (),
+    ) -> tuple[TableSchema, list[dict[str, Any]]]: ...
+
+
 class Rows(Protocol):
     """The source's tables, and their current rows in key-ordered chunks, in the value shapes
     the binlog stream produces (what a snapshot and the startup checks read)."""

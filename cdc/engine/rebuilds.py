@@ -42,8 +42,8 @@ Tag = tuple[int, str]
 """(version, GTID) of the change that named a document; the greatest wins."""
 
 
-class TreeRows(Protocol):
-    """What rebuilding reads from the source (`cdc.source.rows.RowReader`)."""
+class InRows(Protocol):
+    """Rows by the values of some columns (`cdc.source.rows.RowReader.fetch_in`)."""
 
     def fetch_in(
         self,
@@ -55,6 +55,10 @@ class TreeRows(Protocol):
     ) -> tuple[TableSchema, list[Row]]:
         """The rows whose `columns` equal one of `values`, ordered by `order`."""
         ...
+
+
+class TreeRows(InRows, Protocol):
+    """What rebuilding reads from the source (`cdc.source.rows.RowReader`)."""
 
     def consistent_read(self, read: Callable[[], _T]) -> tuple[_T, tuple[str, int]]:
         """`read()` in one consistent snapshot, and a binlog position every transaction the
@@ -68,7 +72,7 @@ class TreeRows(Protocol):
     def close(self) -> None: ...
 
 
-def fetcher(rows: TreeRows) -> Callable[..., tuple[TableSchema, list[Row]]]:
+def fetcher(rows: InRows) -> Callable[..., tuple[TableSchema, list[Row]]]:
     """`Fetch` for `cdc.transform.trees` over a reader."""
 
     def fetch(

@@ -29,13 +29,15 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
-from cdc.engine.ports import RowsByKey, Writer
+from cdc.engine.ports import ReplayRows, Writer
+from cdc.engine.rebuilds import fetcher
 from cdc.errors import CdcError, MappingError
 from cdc.model.letters import DeadLetter, clip_error
 from cdc.model.versions import COPY_SLOT, counter_of, version
 from cdc.sink.bulk import BulkItem, ItemResult
 from cdc.state.stores import CheckpointStore, DeadLetterQueue
 from cdc.transform.mapping import Action, Mapper
+from cdc.transform.trees import Tree, compile_tree
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def replay(
     cfg: ConnectorConfig,
     dlq: DeadLetterQueue,
     store: CheckpointStore,
-    rows: RowsByKey,
+    rows: ReplayRows,
     sink: Writer,
     ids: Sequence[str] | None = None,
     stop: threading.Event | None = None,
@@ -124,7 +126,7 @@ def replay(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    mappers: dict[str, Mapper | str] = {}
+    mappers: dict[str, Mapper | Tree | str] = {}
     for page in _pages(dlq, ids, record):
         _replay_page(cfg, dlq, rows, sink, page, floor, zone, mappers, stop, on_retry, record)
     return report
@@ -162,12 +164,12 @@ def _pages(
 def _replay_page(
     cfg: ConnectorConfig,
     dlq: DeadLetterQueue,
-    rows: RowsByKey,
+    rows: ReplayRows,
     sink: Writer,
     page: list[tuple[str, DeadLetter]],
     floor: int,
     zone: ZoneInfo,
-    mappers: dict[str, Mapper | str],
+    mappers: dict[str, Mapper | Tree | str],
     stop: threading.Event | None,
     on_retry: Callable[[BaseException], None] | None,
     record: Callable[[Outcome], None],
@@ -229,14 +231,15 @@ def _version(floor: int, group: _Group) -> int:
 
 def _prepare(
     cfg: ConnectorConfig,
-    rows: RowsByKey,
+    rows: ReplayRows,
     table: str,
     columns: tuple[str, ...],
     groups: list[_Group],
     zone: ZoneInfo,
-    mappers: dict[str, Mapper | str],
+    mappers: dict[str, Mapper | Tree | str],
 ) -> None:
-    """Read the rows of `groups` and set each group's action, or its failure."""
+    """Read the rows of `groups` and set each group's action, or its failure. The document of
+    a mapping with children is built whole, its children read now as well."""
     mapper = _mapper(cfg, rows, table, zone, mappers)
     if isinstance(mapper, str):
         for group in groups:
@@ -255,6 +258,22 @@ def _prepare(
         for group in groups:
             group.failure = exc.message
         return
+    built: dict[int, list[Action]] = {}
+    if isinstance(mapper, Tree):
+        present = [g for g in groups if found.get(g.key) is not None]
+        try:
+            documents = mapper.documents(
+                rows.table_schema(schema, name),
+                [row for g in present if (row := found.get(g.key)) is not None],
+                fetcher(rows),
+            )
+        except CdcError as exc:
+            if exc.transient:
+                raise
+            for group in groups:
+                group.failure = exc.message
+            return
+        built = {id(g): actions for g, actions in zip(present, documents, strict=True)}
     for group in groups:
         row = found.get(group.key)
         if row is None:
@@ -262,7 +281,7 @@ def _prepare(
             group.action = Action("delete", mapper.index, doc_id, None, group.key)
             continue
         try:
-            actions = mapper.map_row(row)
+            actions = built[id(group)] if isinstance(mapper, Tree) else mapper.map_row(row)
         except MappingError as exc:
             group.failure = exc.message
             continue
@@ -271,22 +290,27 @@ def _prepare(
 
 def _mapper(
     cfg: ConnectorConfig,
-    rows: RowsByKey,
+    rows: ReplayRows,
     table: str,
     zone: ZoneInfo,
-    mappers: dict[str, Mapper | str],
-) -> Mapper | str:
-    """The table's mapper, or why there is none (cached either way)."""
+    mappers: dict[str, Mapper | Tree | str],
+) -> Mapper | Tree | str:
+    """The table's mapper (its tree, for a mapping with children), or why there is none
+    (cached either way)."""
     if table in mappers:
         return mappers[table]
     schema, name = table.split(".", 1)
     mapping = cfg.mapping_for(schema, name)
-    result: Mapper | str
+    result: Mapper | Tree | str
     if mapping is None:
         result = f"table {table} is not mapped by the config any more"
     else:
         try:
-            result = Mapper(mapping, rows.table_schema(schema, name), zone)
+            if mapping.children:
+                tree, problems = compile_tree(mapping, rows, zone)
+                result = tree if tree is not None else problems[0].message
+            else:
+                result = Mapper(mapping, rows.table_schema(schema, name), zone)
         except CdcError as exc:
             if exc.transient:
                 raise

@@ -4,7 +4,8 @@ For every index, three passes, with memory bounded by the chunk size and the dif
 
 1. Rows: each table feeding the index is read in primary-key chunks inside consistent
    snapshots; the chunk's documents are fetched with `_mget` and compared with what the table
-   mapping builds from the rows (the same `Mapper` as the stream). What differs is a candidate.
+   mapping builds from the rows (the same `Mapper` as the stream; for a mapping with children
+   the same `Tree`, its children read in the chunk's snapshot). What differs is a candidate.
 2. Extras: one scroll over the index's document ids; an id no row renders is a candidate.
 3. Settling: a candidate is read again, in rounds. The rows are read in a new consistent
    snapshot whose binlog position P is known (an upper bound on MySQL), the running
@@ -45,6 +46,8 @@ import orjson
 
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.ports import Documents, VerifyRows, Writer
+from cdc.engine.rebuilds import fetcher
+from cdc.engine.snapshotter import read_tree_chunk
 from cdc.errors import Interrupted
 from cdc.model.lag import reached
 from cdc.model.position import Position
@@ -52,6 +55,7 @@ from cdc.model.versions import MAX_ROW_SLOT, initial_counter, version
 from cdc.sink.bulk import BulkItem
 from cdc.state.stores import CheckpointStore, SnapshotStore
 from cdc.transform.mapping import Action, Mapper, Mappers
+from cdc.transform.trees import Tree, build_problem, compile_tree
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +192,7 @@ class Verifier:
         self._settle_timeout = settle_timeout
         self._on_progress = on_progress
         self._stalled = False
+        self._trees: dict[str, Tree] = {}
 
     # -- the passes -------------------------------------------------------------------------
 
@@ -230,6 +235,21 @@ class Verifier:
             if (m := self._mapping(t)) is not None and m.index == index
         ]
 
+    def _tree(self, table: str) -> Tree | None:
+        """The compiled tree of a table whose mapping has children (compiled on first use)."""
+        mapping = self._mapping(table)
+        if mapping is None or not mapping.children:
+            return None
+        tree = self._trees.get(table)
+        if tree is None:
+            found, problems = compile_tree(
+                mapping, self._rows, ZoneInfo(self._cfg.source.time_zone)
+            )
+            if found is None:
+                raise build_problem(mapping, problems[0])
+            tree = self._trees[table] = found
+        return tree
+
     def _mapper(self, table: str) -> Mapper:
         mapping = self._mapping(table)
         assert mapping is not None
@@ -253,15 +273,21 @@ class Verifier:
         while True:
             self._check_stop()
             began = time.monotonic()
-            described, rows, _ = self._rows.consistent_chunk(
-                schema_name, table_name, key, after, size
-            )
-            mapping = self._mapping(table)
-            assert mapping is not None
-            mapper = self._mappers.with_mapping(mapping, described)
+            tree = self._tree(table)
+            if tree is None:
+                described, rows, _ = self._rows.consistent_chunk(
+                    schema_name, table_name, key, after, size
+                )
+                mapping = self._mapping(table)
+                assert mapping is not None
+                documents: Iterable[list[Action]] = map(
+                    self._mappers.with_mapping(mapping, described).map_row, rows
+                )
+            else:
+                (_, rows, documents), _ = read_tree_chunk(self._rows, tree, key, after, size)
             expected: dict[str, tuple[Expected, tuple[str, ...]]] = {}
-            for row in rows:
-                for action in mapper.map_row(row):
+            for actions in documents:
+                for action in actions:
                     expected[action.doc_id] = (_expected(action), action.key)
             for doc_id in self._differing(index, list(expected), expected):
                 _, row_key = expected[doc_id]
@@ -404,11 +430,18 @@ class Verifier:
             if not keys:
                 continue
             rows = self._rows.fetch_by_keys(*_names(table), mapper.id_columns, list(keys))
-            for key, row in rows.items():
+            present = [(key, row) for key, row in rows.items() if row is not None]
+            tree = self._tree(table)
+            if tree is None:
+                documents: Iterable[list[Action]] = (mapper.map_row(row) for _, row in present)
+            else:
+                schema = self._rows.table_schema(*_names(table))
+                documents = tree.documents(schema, [row for _, row in present], fetcher(self._rows))
+            for (key, _), actions in zip(present, documents, strict=True):
                 doc_id = keys[key]
-                if row is None or doc_id in found:
+                if doc_id in found:
                     continue
-                for action in mapper.map_row(row):
+                for action in actions:
                     if action.doc_id == doc_id:
                         found[doc_id] = _Row(table, action, _expected(action))
         return found

@@ -19,7 +19,7 @@ from cdc.engine.loop import dead_letter
 from cdc.engine.replay import Outcome, replay
 from cdc.errors import CdcError, SourceUnavailable
 from cdc.model.checkpoint import Checkpoint
-from cdc.model.events import Column, Kind, TableSchema
+from cdc.model.events import Column, ForeignKey, Kind, TableSchema
 from cdc.model.letters import MAX_ERROR_CHARS, DeadLetter
 from cdc.model.position import Position
 from cdc.model.versions import COPY_SLOT, version
@@ -144,6 +144,25 @@ class FakeRows:
         assert list(id_columns) == ["id"]
         self.fetched.append(list(keys))
         return {key: self.rows.get(int(key[0])) for key in keys}
+
+    def list_tables(self) -> list[str]:
+        return ["shop.items"]
+
+    def indexes(self, schema: str, table: str) -> list[tuple[str, ...]]:
+        return [("id",)]
+
+    def foreign_keys(self, schema: str, table: str) -> list[ForeignKey]:
+        return []
+
+    def fetch_in(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[tuple[Any, ...]],
+        order: Sequence[tuple[str, bool]] = (),
+    ) -> tuple[TableSchema, list[dict[str, Any]]]:
+        raise AssertionError("no mapping here has children")
 
 
 class FakeSink:
