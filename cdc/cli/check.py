@@ -186,6 +186,13 @@ def _check_mappings(cfg: ConnectorConfig, report: _Report) -> None:
         tables = "1 table" if found.tables == 1 else f"{found.tables} tables"
         they = "it names" if one else "they name"
         report.ok("mappings", f"{count} {tables}; every column and option {they} fits")
+        for tree in found.trees.values():
+            others = [t for t in tree.tables if t != tree.mapping.table]
+            report.ok(
+                "mappings",
+                f"{tree.mapping.table} documents are built from {len(others)} more "
+                f"table(s) ({', '.join(others)}); every join column has its index",
+            )
 
 
 def _check_sink(cfg: ConnectorConfig, report: _Report) -> None:

@@ -6,6 +6,7 @@ name the file, the line, the field path and the offending value, one line per pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,7 @@ def test_config_models_reject_duplicates_without_the_loader() -> None:
             },
         ),
         ("configs/connector.yaml", {"MYSQL_PASSWORD": "pw", "ES_API_KEY": "aWQ6a2V5"}),
+        ("configs/blog.yaml", {}),
     ],
 )
 def test_shipped_example_configs_load(relative: str, env: dict[str, str]) -> None:
@@ -314,6 +316,68 @@ def test_connector_example_includes_both_table_files() -> None:
     assert orders.id_columns == ["region", "id"] and orders.decimal == "number"
     assert orders.soft_delete is not None and orders.exclude and orders.rename
     assert orders.index_settings and orders.index_mappings and orders.static
+
+
+def test_blog_example_is_the_documented_tree() -> None:
+    cfg = load_config(REPO / "configs/blog.yaml", env={})
+
+    (posts,) = cfg.tables
+    comments, author, tags = posts.children
+    assert (comments.field, comments.join, comments.order_by) == (
+        "comments",
+        {"post_id": "id"},
+        ["created_at"],
+    )
+    assert (author.relationship, author.join, author.include) == (
+        "one_to_one",
+        {"id": "author_id"},
+        ["id", "name"],
+    )
+    assert tags.through is not None and tags.through.to == {"tag_id": "id"}
+    assert cfg.streamed_tables() == [
+        "blog.posts",
+        "blog.comments",
+        "blog.users",
+        "blog.tags",
+        "blog.post_tags",
+    ]
+    assert posts.mappings_body() == {
+        "properties": {"comments": {"type": "nested"}, "tags": {"type": "nested"}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("child", "message"),
+    [
+        ({"field": "c"}, "children[0].table: required field is missing"),
+        (
+            {"table": "blog.c_*", "field": "c"},
+            "children[0].table: must name one table: globs are not allowed here",
+        ),
+        (
+            {"table": "blog.c", "field": "c", "relationship": "one_to_one", "order_by": "x"},
+            "children[0]: `order_by` orders arrays; a one_to_one child is one object",
+        ),
+        (
+            {"table": "blog.c", "field": "c", "join": {"a": "b"}, "through": {"table": "blog.l"}},
+            "children[0]: give `join` inside `through` for a many-to-many child",
+        ),
+        ({"table": "blog.c", "field": "c", "join": {}}, "children[0].join: must name at least"),
+        (
+            {"table": "blog.c", "field": "c", "order_by": "a b c"},
+            "children[0].order_by: `a b c` must",
+        ),
+    ],
+)
+def test_children_errors_name_the_field_path(
+    tmp_path: Path, child: dict[str, Any], message: str
+) -> None:
+    text = MINIMAL + "    children: [" + json.dumps(child) + "]\n"
+    path = write(tmp_path, "c.yaml", text)
+
+    lines = error_lines(path)
+
+    assert any(message in line for line in lines), lines
 
 
 # --- files that cannot be read ------------------------------------------------------------
