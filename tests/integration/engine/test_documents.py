@@ -120,6 +120,14 @@ def _wait_index_equals(
     _assert_index_equals(osmem, index, build)
 
 
+def _properties(osmem: Osmem, index: str) -> dict[str, Any]:
+    """The field mappings of the index (behind `index` if it is an alias)."""
+    _, body = osmem.request("GET", f"/{index}/_mapping")
+    (mapping,) = body.values()
+    properties: dict[str, Any] = mapping["mappings"].get("properties", {})
+    return properties
+
+
 def _caught_up(mariadb: MariaDB, config: Path) -> bool:
     checkpoint = stored_checkpoint(config)
     if checkpoint is None:
@@ -705,6 +713,11 @@ def test_a_random_workload_on_five_tables_with_kills_keeps_every_post_document_r
     assert any(d["author"] is None for d in docs.values())
     assert any(d["author"] is not None for d in docs.values())
     assert any(len(d["tags"]) > 1 for d in docs.values())
+    # Arrays are mapped `nested` by default (so a query on two fields matches one element).
+    properties = _properties(osmem, es_index)
+    assert properties["comments"]["type"] == "nested", properties
+    assert properties["tags"]["type"] == "nested", properties
+    assert properties.get("author", {}).get("type") != "nested", properties
 
 
 # --- shop: orders with lines, each line with its product (three levels) ----------------------
@@ -728,6 +741,7 @@ def _shop_mapping(db: str, index: str) -> dict[str, Any]:
                 "join": {"order_id": "id"},
                 "exclude": ["order_id"],
                 "order_by": "id",
+                "nested": False,
                 "children": [
                     {
                         "table": f"{db}.products",
@@ -973,6 +987,7 @@ def test_a_three_level_tree_stays_right_under_a_random_workload(
     assert any(line["product"] is None for line in lines)
     assert sum(line["product"] is not None for line in lines) > 20
     assert any(doc["lines"] == [] for doc in docs.values())
+    assert _properties(osmem, es_index).get("lines", {}).get("type") != "nested"
 
 
 # --- the join from a FOREIGN KEY ---------------------------------------------------------------
