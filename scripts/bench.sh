@@ -4,10 +4,20 @@
 #   scripts/bench.sh                      # throughput, 300,000 row changes per table shape
 #   scripts/bench.sh --mode lag           # commit-to-acknowledge lag at 5,000 rows/s
 #   scripts/bench.sh --shape wide --profile
+#   scripts/bench.sh --mode trees         # denormalized documents (scripts/bench_trees.py)
 # See `scripts/bench.sh --help` for every option.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
+for ((i = 1; i <= $#; i++)); do
+    if [[ ${!i} == "--mode" ]]; then
+        next=$((i + 1))
+        if [[ ${!next:-} == "trees" ]]; then
+            args=("${@:1:i-1}" "${@:next+1}")
+            exec .venv/bin/python scripts/bench_trees.py "${args[@]}"
+        fi
+    fi
+done
 exec .venv/bin/python scripts/bench.py "$@"
