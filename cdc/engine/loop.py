@@ -335,15 +335,32 @@ class Loop:
                 return
         if not self.batch:
             return
-        rejected = self._sink.write(
-            self.batch.take(), stop=self._stop, on_retry=self._outages.sink.failed
-        )
+        rejected: list[tuple[BulkItem, ItemResult]] = []
+        nbytes = self.batch.nbytes
+        for items in self._requests(self.batch.take(), nbytes):
+            rejected += self._sink.write(items, stop=self._stop, on_retry=self._outages.sink.failed)
         self._outages.sink.recovered()
         if rejected:
             self._park(rejected)
         self._acknowledge()
         if self._snapshots is not None:
             self.stats.snapshot_rows += self._snapshots.acknowledged()
+
+    def _requests(self, items: list[BulkItem], nbytes: int) -> list[list[BulkItem]]:
+        """The batch cut into requests within the bulk limits (rebuilt documents can add more
+        than one request's worth at once: a user renamed with 10,000 posts)."""
+        bulk = self._cfg.sink.bulk
+        if len(items) <= bulk.max_actions and nbytes <= bulk.max_bytes:
+            return [items]
+        requests: list[list[BulkItem]] = [[]]
+        size = 0
+        for item in items:
+            if len(requests[-1]) >= bulk.max_actions or size >= bulk.max_bytes:
+                requests.append([])
+                size = 0
+            requests[-1].append(item)
+            size += len(item.body)
+        return requests
 
     def _add_rebuilt(self, items: list[BulkItem]) -> None:
         batch = self.batch

@@ -71,12 +71,13 @@ class Rows:
         return None
 
 
-def _config() -> ConnectorConfig:
+def _config(max_actions: int = 1000) -> ConnectorConfig:
+    bulk = {"flush_interval_ms": 10_000, "max_actions": max_actions}
     return ConnectorConfig.model_validate(
         {
             "name": "unit",
             "source": {"user": "cdc", "server_id": 7},
-            "sink": {"urls": ["http://es.invalid:9200"], "bulk": {"flush_interval_ms": 10_000}},
+            "sink": {"urls": ["http://es.invalid:9200"], "bulk": bulk},
             "checkpoint": {"file": {"path": "unused"}},
             "tables": [BLOG],
         }
@@ -84,8 +85,8 @@ def _config() -> ConnectorConfig:
 
 
 class Rig:
-    def __init__(self, rows: Rows) -> None:
-        cfg = _config()
+    def __init__(self, rows: Rows, max_actions: int = 1000) -> None:
+        cfg = _config(max_actions)
         self.clock = Clock()
         self.sink = FakeSink(self.clock)
         self.recorder = FakeRecorder()
@@ -152,6 +153,14 @@ def test_a_rename_rebuilds_every_post_of_the_user_with_the_change_version() -> N
     assert sorted(i.action.doc_id for i in sent) == ["10", "11"]
     assert {i.version for i in sent} == {version(501, 0)}
     assert rig.docs()["10"]["author"] == {"id": 1, "name": "Ann"}
+    assert rig.loop.acked.position == position(1)
+
+
+def test_many_rebuilt_documents_go_out_in_requests_within_the_bulk_limits() -> None:
+    rig = Rig(Rows([_renamed(blog_world(), "Ann")], [FRESH]), max_actions=1)
+    rig.play(_txn(1, _change("blog.users", "update", ANN, {**ANN, "name": "Ann"})))
+
+    assert [len(r.items) for r in rig.sink.requests] == [1, 1]
     assert rig.loop.acked.position == position(1)
 
 
