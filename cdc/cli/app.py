@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cdc.cli import check, dlq, position, run, snapshot, status, verify
+from cdc.cli import check, dlq, position, run, schema, snapshot, status, verify
 
 app = typer.Typer(
     help="Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.",
@@ -28,6 +28,7 @@ app.command("health", help=status.HEALTH_HELP)(status.health)
 app.command("check", help=check.CHECK_HELP)(check.check)
 app.command()(snapshot.snapshot)
 app.command("verify", help=verify.VERIFY_HELP)(verify.verify)
+app.command("schema", help=schema.SCHEMA_HELP)(schema.schema)
 app.add_typer(position.app, name="position")
 app.add_typer(dlq.app, name="dlq")
 

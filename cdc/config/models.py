@@ -31,7 +31,8 @@ from pydantic_core import PydanticCustomError
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The docstring under each field is its description in the JSON Schema (`cdc schema`).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _blank_to_none(value: Any) -> Any:
