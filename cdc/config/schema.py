@@ -3,8 +3,9 @@
 Built from the pydantic models, so every field's docstring becomes its description. What the
 models do not say is added: an entry of `tables:` may be `{include: <glob>}`, `order_by` may
 be one column name, and any number or boolean may be written as a `${NAME}` reference to the
-environment (the file is checked before the environment is read). `configs/connector.schema.json` is this schema; the
-example configs name it in a `yaml-language-server` comment line.
+environment (the file is checked before the environment is read).
+`configs/connector.schema.json` is this schema; the example configs name it in a
+`yaml-language-server` comment line.
 """
 
 from __future__ import annotations
