@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -161,7 +161,9 @@ class FakeSink:
         for start in range(0, len(ids), page):
             yield ids[start : start + page]
 
-    def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
+    def ensure_indices(
+        self, mappings: Sequence[TableMapping], fields: Mapping[str, dict[str, Any]] | None = None
+    ) -> list[str]:
         return []
 
     def alias_target(self, alias: str) -> str | None:

@@ -88,8 +88,8 @@ def check(config: ConfigOption) -> None:
     mappings = "1 table mapping" if len(cfg.tables) == 1 else f"{len(cfg.tables)} table mappings"
     report.ok("config", f"{config}: connector {cfg.name!r}, {mappings}")
     stored = _check_store(cfg, report)
-    _check_source(cfg, report, stored)
-    _check_sink(cfg, report)
+    fields = _check_source(cfg, report, stored)
+    _check_sink(cfg, report, fields)
     parts = [f"{report.passed} passed"]
     if report.failed:
         parts.append(f"{report.failed} failed")
@@ -146,36 +146,40 @@ def _check_store(cfg: ConnectorConfig, report: _Report) -> Checkpoint | CdcError
 
 def _check_source(
     cfg: ConnectorConfig, report: _Report, stored: Checkpoint | CdcError | None
-) -> None:
+) -> dict[str, dict[str, Any]]:
+    """The source's checks; returns the field mappings the column types give each index."""
     address = f"{cfg.source.host}:{cfg.source.port}"
+    fields: dict[str, dict[str, Any]] = {}
     try:
         with source(cfg) as (conn, info):
             report.ok("source", f"connected to {address} as {cfg.source.user} ({info.version})")
             for result in check_source(conn, info, cfg.schemas()):
                 report.add(result)
-            _check_mappings(cfg, report)
+            fields = _check_mappings(cfg, report)
             if isinstance(stored, CdcError):
-                return
+                return fields
             if stored is None:
                 report.ok(
                     "position",
                     "no stored checkpoint: the connector starts at the server's current "
                     "position (earlier rows need a snapshot)",
                 )
-                return
+                return fields
             report.add(check_position(conn, info, stored.position))
     except CdcError as exc:
         report.error("source", exc, f"check source.host/port ({address}) and that the server is up")
+    return fields
 
 
-def _check_mappings(cfg: ConnectorConfig, report: _Report) -> None:
-    """Every mapping against the tables it covers now (what `cdc run` refuses to start on)."""
+def _check_mappings(cfg: ConnectorConfig, report: _Report) -> dict[str, dict[str, Any]]:
+    """Every mapping against the tables it covers now (what `cdc run` refuses to start on);
+    returns the field mappings the column types give each index."""
     try:
         with RowReader(cfg.source) as reader:
             found = check_mappings(cfg, reader)
     except CdcError as exc:
         report.error("mappings", exc, "check that the user may read information_schema")
-        return
+        return {}
     for line, fix in found.problems:
         report.fail("mappings", line, fix)
     for line in found.unmatched:
@@ -193,9 +197,10 @@ def _check_mappings(cfg: ConnectorConfig, report: _Report) -> None:
                 f"{tree.mapping.table} documents are built from {len(others)} more "
                 f"table(s) ({', '.join(others)}); every join column has its index",
             )
+    return found.fields
 
 
-def _check_sink(cfg: ConnectorConfig, report: _Report) -> None:
+def _check_sink(cfg: ConnectorConfig, report: _Report, fields: dict[str, dict[str, Any]]) -> None:
     urls = ", ".join(cfg.sink.urls)
     sink = ElasticSink(cfg.sink)
     try:
@@ -206,7 +211,7 @@ def _check_sink(cfg: ConnectorConfig, report: _Report) -> None:
             return
         _check_version(report, urls, info)
         for index in sorted({m.index for m in cfg.tables}):
-            _check_index(cfg, sink, report, index)
+            _check_index(cfg, sink, report, index, fields.get(index))
     finally:
         sink.close()
 
@@ -233,16 +238,28 @@ def _check_version(report: _Report, urls: str, info: dict[str, Any]) -> None:
         )
 
 
-def _check_index(cfg: ConnectorConfig, sink: ElasticSink, report: _Report, index: str) -> None:
+def _check_index(
+    cfg: ConnectorConfig,
+    sink: ElasticSink,
+    report: _Report,
+    index: str,
+    typed: dict[str, Any] | None,
+) -> None:
+    """An index against the field types its columns give (`typed`) and `index_mappings`."""
     name = f"index {index}"
     mapping = next(m for m in cfg.tables if m.index == index)
+    sources = [
+        *(["its columns"] if typed else []),
+        *(["index_mappings"] if mapping.index_mappings else []),
+    ]
     try:
         status, _ = sink.request("HEAD", f"/{quote(index)}")
         if status == 404:
-            if mapping.index_mappings:
-                how = "the configured mappings"
-            else:
-                how = "dynamic mappings (no index_mappings configured)"
+            how = (
+                f"the field types of {' and '.join(sources)}"
+                if sources
+                else "dynamic mappings (no index_mappings configured)"
+            )
             report.ok(name, f"does not exist yet; the connector creates it with {how}")
             return
         if status != 200:
@@ -250,8 +267,8 @@ def _check_index(cfg: ConnectorConfig, sink: ElasticSink, report: _Report, index
                 name, f"HEAD /{index} answered HTTP {status}", "check the user's index privileges"
             )
             return
-        if not mapping.index_mappings:
-            report.ok(name, "exists (no index_mappings configured to compare)")
+        if not sources:
+            report.ok(name, "exists (no field types known to compare)")
             return
         status, body = sink.request("GET", f"/{quote(index)}/_mapping")
     except CdcError as exc:
@@ -262,22 +279,26 @@ def _check_index(cfg: ConnectorConfig, sink: ElasticSink, report: _Report, index
             name, f"reading its mapping answered HTTP {status}", "check the user's privileges"
         )
         return
-    wanted = field_types(mapping.index_mappings)
+    wanted = field_types(mapping.mappings_body(typed) or {})
+    configured = set(field_types(mapping.index_mappings or {}))
     differences: list[str] = []
     for concrete in sorted(body):
         actual = field_types((body[concrete] or {}).get("mappings") or {})
-        differences += mapping_differences(wanted, actual, concrete if concrete != index else "")
+        differences += mapping_differences(
+            wanted, actual, concrete if concrete != index else "", configured
+        )
     if differences:
         report.fail(
             name,
-            f"exists, but its field types differ from index_mappings: {'; '.join(differences)}",
+            f"exists, but its field types differ from {' and '.join(sources)}: "
+            f"{'; '.join(differences)}",
             "reindex into an index created with the configured mappings, or change "
             "index_mappings to match (the connector never changes an existing index)",
             fatal=False,
         )
     else:
         fields = "1 field" if len(wanted) == 1 else f"{len(wanted)} fields"
-        report.ok(name, f"exists; the {fields} of index_mappings have the configured types")
+        report.ok(name, f"exists; its {fields} have the types of {' and '.join(sources)}")
 
 
 def field_types(mappings: dict[str, Any]) -> dict[str, str]:
@@ -303,15 +324,24 @@ def field_types(mappings: dict[str, Any]) -> dict[str, str]:
 
 
 def mapping_differences(
-    wanted: dict[str, str], actual: dict[str, str], concrete: str = ""
+    wanted: dict[str, str],
+    actual: dict[str, str],
+    concrete: str = "",
+    configured: set[str] | None = None,
 ) -> list[str]:
-    """Human lines for every configured field whose type the index does not have."""
+    """Human lines for every wanted field whose type the index does not have; a field in
+    `configured` (default: all) is named as configured, the others as their column's type.
+    OpenSearch's `flat_object` is Elasticsearch's `flattened`."""
     where = f" in {concrete}" if concrete else ""
     out = []
     for field in sorted(wanted):
+        want = wanted[field]
+        said = "configured" if configured is None or field in configured else "column type:"
         have = actual.get(field)
+        if have == "flat_object":
+            have = "flattened"
         if have is None:
-            out.append(f"{field} is not mapped{where} (configured {wanted[field]})")
-        elif have != wanted[field]:
-            out.append(f"{field} is {have}{where} (configured {wanted[field]})")
+            out.append(f"{field} is not mapped{where} ({said} {want})")
+        elif have != want:
+            out.append(f"{field} is {have}{where} ({said} {want})")
     return out

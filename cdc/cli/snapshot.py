@@ -23,6 +23,7 @@ from cdc.cli.common import (
 from cdc.config import ConnectorConfig, TableMapping
 from cdc.engine.pipeline import Pipeline
 from cdc.engine.snapshotter import request, resolve_tables
+from cdc.engine.startup import check_mappings
 from cdc.errors import CdcError, Interrupted
 from cdc.model.progress import Progress
 from cdc.sink.elastic import ElasticSink
@@ -137,6 +138,8 @@ def _request_rebuild(
         return mapping
 
     aliases = sorted({mapping_of(t).index for t in tables})
+    with RowReader(cfg.source) as reader:
+        fields = check_mappings(cfg, reader).fields
     sink = ElasticSink(cfg.sink)
     try:
         for alias in aliases:
@@ -150,7 +153,7 @@ def _request_rebuild(
                 )
             new = _next_index(alias, current)
             members = sorted(t for t in covered if mapping_of(t).index == alias)
-            if not sink.create_index(new, mapping_of(members[0])):
+            if not sink.create_index(new, mapping_of(members[0]), fields=fields.get(alias)):
                 raise CdcError(
                     f"index {new} already exists",
                     hint=f"delete it if it is a leftover of an earlier rebuild of {alias}",

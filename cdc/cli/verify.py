@@ -29,6 +29,7 @@ from cdc.cli.common import (
 )
 from cdc.config import ConnectorConfig
 from cdc.engine.snapshotter import resolve_tables
+from cdc.engine.startup import check_mappings
 from cdc.engine.verify import IndexReport, Report, Verifier, snapshotting
 from cdc.errors import Interrupted
 from cdc.sink.elastic import ElasticSink
@@ -162,7 +163,8 @@ def _check(
                 repairing = True
                 # Documents go where the connector would put them: a missing index is created
                 # behind its alias, as the connector creates it.
-                sink.ensure_indices([m for m in cfg.tables if m.index in report.indices])
+                fields = check_mappings(cfg, reader).fields
+                sink.ensure_indices([m for m in cfg.tables if m.index in report.indices], fields)
                 after = verifier.repair(report, sink)
         except Interrupted:
             if repairing:

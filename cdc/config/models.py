@@ -266,6 +266,15 @@ class FieldOptions(_Model):
     """BINARY/VARBINARY/BLOB columns as base64 text, or left out."""
     json_columns: list[str] = []
     """Columns holding JSON text (MariaDB stores JSON as LONGTEXT) to parse into objects."""
+    json_fields: Literal["flattened", "object", "disabled"] = "flattened"
+    """How JSON fields are mapped when the connector creates the index: `flattened`
+    (Elasticsearch `flattened`, OpenSearch `flat_object`: any shape is accepted, leaves are
+    searchable as keywords), `object` (typed sub-fields from the first document; a value of
+    another type later is rejected), `disabled` (kept in the document, not searchable)."""
+    string_fields: dict[str, Literal["text_keyword", "text", "keyword"]] = {}
+    """Column -> how a text column is mapped when the connector creates the index; every
+    text column not listed is `text_keyword` (full-text `text` with a `keyword` sub-field for
+    sorting and exact matches)."""
 
     @field_validator("rename")
     @classmethod
@@ -445,14 +454,18 @@ class TableMapping(FieldOptions):
                 raise ValueError(f"two children are both field `{name}`")
         return self
 
-    def mappings_body(self) -> dict[str, Any] | None:
-        """The `mappings` an index created for this mapping gets: its array children as
+    def mappings_body(self, typed: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The `mappings` an index created for this mapping gets: the field mappings derived
+        from the column types (`typed`, see `cdc.transform.fields`), its array children as
         `nested` (at every depth, unless `nested: false`), with `index_mappings` merged over
         them (the user's word wins, field by field)."""
+        base: dict[str, Any] = {"properties": typed} if typed else {}
         nested = _nested(self.children)
-        if not nested:
+        if nested:
+            base = _merged(base, {"properties": nested})
+        if not base:
             return self.index_mappings
-        return _merged({"properties": nested}, self.index_mappings or {})
+        return _overridden(base, self.index_mappings or {})
 
     _origin: Any = PrivateAttr(default=None)
     """Where `load_config` read this mapping (a `cdc.config.problems.Origin`)."""
@@ -490,6 +503,26 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         out[key] = (
             _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
         )
+    return out
+
+
+def _overridden(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` (the user's `index_mappings`) laid over `base`: a field it names replaces the
+    derived one whole, except that the sub-fields of an object or nested field are laid over
+    one by one in the same way."""
+    out = dict(base)
+    for key, value in over.items():
+        if key == "properties" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            fields = dict(out[key])
+            for name, spec in value.items():
+                old = fields.get(name)
+                if isinstance(old, dict) and isinstance(spec, dict) and "properties" in spec:
+                    fields[name] = _overridden(old, spec)
+                else:
+                    fields[name] = spec
+            out[key] = fields
+        else:
+            out[key] = value
     return out
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
@@ -79,6 +80,8 @@ class Pipeline:
             cfg, self.source, stores.snapshots, sink, self.mappers, m, self.trees
         )
         self.rebuilds: Rebuilds | None = None
+        self.fields: dict[str, dict[str, Any]] = {}
+        """Index -> field mappings from the column types, for the indices it creates."""
         self.verifying = VerifyLoop(cfg, self.source, sink, stores, m)
         self.loop: Loop | None = None
         self.stats = RunStats()
@@ -137,7 +140,7 @@ class Pipeline:
         fresh = start.written_at == 0
         if not fresh:
             retry(lambda: self.source.check_position(info, start.position), outages.source, stop)
-        retry(lambda: self.sink.ensure_indices(self.cfg.tables), outages.sink, stop)
+        retry(lambda: self.sink.ensure_indices(self.cfg.tables, self.fields), outages.sink, stop)
         if self.trees and self.rebuilds is None:
             self.rebuilds = Rebuilds(list(self.trees.values()), self.source.rows, stop)
         if fresh:
@@ -178,6 +181,7 @@ class Pipeline:
             rows.close()
         self.trees.clear()
         self.trees.update(report.trees)
+        self.fields = report.fields
         for line in report.unmatched:
             log.warning("%s; its changes stream once such a table exists", line)
         if report.problems:

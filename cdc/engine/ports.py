@@ -8,7 +8,7 @@ Unit tests drive the engine with fakes of these (`tests/unit/engine`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -219,8 +219,11 @@ class Sink(Writer, Documents, Protocol):
     on_items: Callable[[str, int], None] | None
     """Called with (outcome, count) after every `_bulk` response (metrics)."""
 
-    def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
-        """Create the missing target indices (idempotent)."""
+    def ensure_indices(
+        self, mappings: Sequence[TableMapping], fields: Mapping[str, dict[str, Any]] | None = None
+    ) -> list[str]:
+        """Create the missing target indices (idempotent), with the field mappings derived
+        from the column types (`fields`, by index) under the configured ones."""
         ...
 
     def alias_target(self, alias: str) -> str | None:

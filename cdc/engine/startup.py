@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
@@ -13,6 +14,7 @@ from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position, ServerInfo
 from cdc.model.versions import initial_counter
 from cdc.transform.checks import closest, problems
+from cdc.transform.fields import table_properties, tree_properties
 from cdc.transform.trees import Tree, compile_tree
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ class MappingReport:
     """Existing tables the mappings cover."""
     trees: dict[str, Tree] = field(default_factory=dict)
     """The compiled mappings with children, by root table."""
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Index -> the `properties` derived from its tables' column types
+    (`cdc.transform.fields`), what a created index is mapped with."""
 
 
 def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
@@ -74,8 +79,10 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
             )
             continue
         report.tables += len(tables)
-        for table in tables:
+        for number, table in enumerate(tables):
             schema = rows.table_schema(*table.split(".", 1))
+            if number == 0 and not mapping.children:
+                _add_fields(report.fields, mapping.index, table_properties(mapping, schema))
             for problem in problems(mapping, schema):
                 line = (
                     f"{mapping.where(*problem.loc)}: mapping {mapping.table!r} (table {table}): "
@@ -95,4 +102,12 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
                 report.problems.append((line, problem.hint))
             if tree is not None:
                 report.trees[mapping.table] = tree
+                _add_fields(report.fields, mapping.index, tree_properties(tree))
     return report
+
+
+def _add_fields(fields: dict[str, dict[str, Any]], index: str, found: dict[str, Any]) -> None:
+    """Several mappings may feed one index: the first to name a field gives its mapping."""
+    known = fields.setdefault(index, {})
+    for name, spec in found.items():
+        known.setdefault(name, spec)

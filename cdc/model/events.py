@@ -9,7 +9,7 @@ can normalise MySQL and MariaDB shapes to one document form.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cdc.model.position import Position
@@ -43,6 +43,9 @@ class Column:
     kind: Kind
     unsigned: bool = False
     is_primary: bool = False
+    sql_type: str = field(default="", compare=False)
+    """The column's full SQL type (`decimal(10,2)`, `bigint(20) unsigned`) when it was read
+    from the catalog; empty from a binlog table map. For index field mappings only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -71,6 +71,8 @@ class ElasticSink:
 
     def __init__(self, cfg: SinkConfig) -> None:
         self._cfg = cfg
+        self._distribution: str | None = None
+        """`elasticsearch` or `opensearch`, asked when an index is first created."""
         self._transport = Transport(
             [_node(u, cfg) for u in cfg.urls],
             max_retries=0,
@@ -123,9 +125,13 @@ class ElasticSink:
         self._check_status(status, body, "reading cluster info")
         return body if isinstance(body, dict) else {}
 
-    def ensure_indices(self, mappings: Sequence[TableMapping]) -> list[str]:
+    def ensure_indices(
+        self, mappings: Sequence[TableMapping], fields: Mapping[str, dict[str, Any]] | None = None
+    ) -> list[str]:
         """Create missing targets as an index `<name>_v1` behind the alias `<name>`, with the
-        configured settings/mappings (the alias is what `cdc snapshot --rebuild` swaps).
+        configured settings and, for its mappings, `fields[name]` (the field mappings derived
+        from the column types, `cdc.transform.fields`) under the configured ones (the alias is
+        what `cdc snapshot --rebuild` swaps).
 
         Idempotent; returns the aliases it created. Indices or aliases that exist are left alone.
         """
@@ -137,20 +143,28 @@ class ElasticSink:
             if status != 404:
                 self._check_status(status, {}, f"checking index {name}")
             mapping = next(m for m in mappings if m.index == name)
-            if self.create_index(f"{name}_v1", mapping, alias=name):
+            typed = (fields or {}).get(name)
+            if self.create_index(f"{name}_v1", mapping, alias=name, fields=typed):
                 created.append(name)
                 log.info("created index %s_v1 behind the alias %s", name, name)
         return created
 
-    def create_index(self, name: str, mapping: TableMapping, alias: str | None = None) -> bool:
-        """Create index `name` with the mapping's settings and mappings (and `alias` pointing
-        at it as its write index). False when it already existed."""
+    def create_index(
+        self,
+        name: str,
+        mapping: TableMapping,
+        alias: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create index `name` with the mapping's settings and mappings (`fields`: the derived
+        field mappings they are merged over), and `alias` pointing at it as its write index.
+        False when it already existed."""
         body: dict[str, Any] = {}
         if mapping.index_settings:
             body["settings"] = mapping.index_settings
-        mappings = mapping.mappings_body()
+        mappings = mapping.mappings_body(fields)
         if mappings:
-            body["mappings"] = mappings
+            body["mappings"] = opensearch_types(mappings) if self._opensearch() else mappings
         if alias:
             body["aliases"] = {alias: {"is_write_index": True}}
         status, resp = self.request("PUT", f"/{quote(name)}", orjson.dumps(body))
@@ -158,6 +172,14 @@ class ElasticSink:
             return False
         self._check_status(status, resp, f"creating index {name}")
         return True
+
+    def _opensearch(self) -> bool:
+        """Whether the cluster is OpenSearch (asked once)."""
+        if self._distribution is None:
+            version = self.info().get("version")
+            found = version.get("distribution") if isinstance(version, dict) else None
+            self._distribution = str(found or "elasticsearch")
+        return self._distribution == "opensearch"
 
     def alias_target(self, alias: str) -> str | None:
         """The index an alias points at; None when `alias` is a concrete index (or missing)."""
@@ -330,3 +352,15 @@ def _index_missing(status: int, body: Any) -> bool:
         and isinstance(error, dict)
         and error.get("type") == "index_not_found_exception"
     )
+
+
+def opensearch_types(mappings: Any) -> Any:
+    """The same mappings with Elasticsearch's `flattened` spelled as OpenSearch's
+    `flat_object` (which takes no parameters)."""
+    if isinstance(mappings, dict):
+        if mappings.get("type") == "flattened":
+            return {"type": "flat_object"}
+        return {key: opensearch_types(value) for key, value in mappings.items()}
+    if isinstance(mappings, list):
+        return [opensearch_types(item) for item in mappings]
+    return mappings

@@ -120,6 +120,7 @@ def column_info(row: Sequence[Any], json_columns: frozenset[str]) -> ColumnInfo:
             # YEAR is stored unsigned and the binlog's signedness metadata says so.
             unsigned="unsigned" in column_type or kind is Kind.YEAR,
             is_primary=column_key == "PRI",
+            sql_type=column_type,
         ),
         data_type=data_type,
         bits=int(precision or 1) if kind is Kind.BIT else 0,

@@ -94,6 +94,7 @@ def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]
             [(("soft_delete", "column"), soft_delete.column)] if soft_delete else [],
         ),
         ("json_columns", [(("json_columns", i), c) for i, c in enumerate(mapping.json_columns)]),
+        ("string_fields", [(("string_fields", c), c) for c in mapping.string_fields]),
     ]
     known = [col.name for col in table.columns]
     found = []
@@ -170,6 +171,16 @@ def _type_misfits(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
                     f"json_columns names column {name!r}, which is {_kind(column)}: only text "
                     "columns can hold JSON text",
                     "list only CHAR, VARCHAR, TEXT or BLOB columns holding JSON in json_columns",
+                )
+            )
+    for name in mapping.string_fields:
+        column = table.column(name)
+        if column is not None and column.kind is not Kind.STRING:
+            found.append(
+                Problem(
+                    ("string_fields", name),
+                    f"string_fields names column {name!r}, which is {_kind(column)}, not text",
+                    "list only CHAR, VARCHAR and TEXT columns in string_fields",
                 )
             )
     rule = mapping.soft_delete if isinstance(mapping, TableMapping) else None

@@ -94,6 +94,8 @@ class Node:
     """ORDER BY of an array: `order_by`, then the primary key."""
     children: list[Node] = field(default_factory=list)
     depth: int = 0
+    schema: TableSchema | None = None
+    """The table as the catalog described it when the tree was compiled."""
     used: frozenset[str] = frozenset()
     """Columns whose change can change a document."""
     _builders: dict[TableSchema, Callable[[Row], Row]] = field(default_factory=dict)
@@ -442,7 +444,7 @@ def compile_tree(
     key = tuple(mapping.id_columns or schema.primary_key)
     if not key:
         return None, c.problems  # the plain mapping checks report it
-    root = Node(mapping.table, mapping, (), key)
+    root = Node(mapping.table, mapping, (), key, schema=schema)
     c.index(schema, key, ("table",), "reading documents by id")
     members: dict[str, list[tuple[Node, bool]]] = {mapping.table: [(root, False)]}
     parent_fields = field_names(mapping, schema) + list(mapping.static)
@@ -595,6 +597,7 @@ def _child(
         link=link,
         order=tuple(order) + tuple((k, False) for k in schema.primary_key if k not in dict(order)),
         depth=parent.depth + 1,
+        schema=schema,
     )
     if link is not None:
         members.setdefault(link.table, []).append((node, True))

@@ -330,8 +330,8 @@ def test_check_passes_on_a_correct_setup_with_one_line_per_check(
     assert by_name["position"].startswith("✓ position: no stored checkpoint")
     assert by_name["sink"].startswith("✓ sink: http://127.0.0.1:")
     assert by_name[f"index {es_index}"] == (
-        f"✓ index {es_index}: does not exist yet; the connector creates it with dynamic "
-        "mappings (no index_mappings configured)"
+        f"✓ index {es_index}: does not exist yet; the connector creates it with the field "
+        "types of its columns"
     )
     again = cdc("check", "--config", str(config))
     assert again.stdout == result.stdout  # deterministic: nothing was written or created
@@ -441,10 +441,11 @@ def test_check_flags_an_existing_index_whose_field_types_differ_as_a_warning(
 
     assert result.exit_code == 0, result.output
     assert lines_by_name(result.stdout)[f"index {es_index}"] == (
-        f"! index {es_index}: exists, but its field types differ from index_mappings: meta is "
-        "not mapped (configured object); meta.tag is not mapped (configured keyword); v is "
-        "keyword (configured long) — reindex into an index created with the configured "
-        "mappings, or change index_mappings to match (the connector never changes an "
+        f"! index {es_index}: exists, but its field types differ from its columns and "
+        "index_mappings: meta is not mapped (configured object); meta.tag is not mapped "
+        "(configured keyword); v is keyword (configured long) — reindex into an index "
+        "created with the configured mappings, or change index_mappings to match (the "
+        "connector never changes an "
         "existing index)"
     )
     assert result.stdout.splitlines()[-1].endswith(" passed, 1 warning")
