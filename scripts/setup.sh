@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian 12 machine to develop and test the connector:
-#   1. installs the system packages the tests need, if any is missing (as root, or via sudo),
+#   1. installs the system packages the tests need (promtool comes with `prometheus`), if any
+#      is missing (as root, or via sudo),
 #      without starting their services: the tests run throwaway servers of their own;
 #   2. creates .venv in the repository root, if missing;
 #   3. installs the project with its test extras into .venv, when pyproject.toml changed.
@@ -10,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-packages=(mariadb-server mariadb-client redis-server python3-venv python3-dev build-essential curl)
+packages=(mariadb-server mariadb-client redis-server python3-venv python3-dev build-essential curl prometheus)
 venv=.venv
 stamp=$venv/.installed-pyproject.sha256
 
