@@ -246,6 +246,7 @@ class NoRows:
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]:
         raise AssertionError("nothing is snapshotted")
 
@@ -282,6 +283,7 @@ class NoRows:
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         raise AssertionError("nothing is snapshotted")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cdc.cli import check, dlq, position, run, schema, snapshot, status, verify
+from cdc.cli import check, dlq, init, position, run, schema, snapshot, status, verify
 
 app = typer.Typer(
     help="Stream MySQL/MariaDB row changes into Elasticsearch/OpenSearch.",
@@ -26,6 +26,7 @@ app.command()(run.run)
 app.command("status", help=status.STATUS_HELP)(status.status)
 app.command("health", help=status.HEALTH_HELP)(status.health)
 app.command("check", help=check.CHECK_HELP)(check.check)
+app.command("init", help=init.INIT_HELP)(init.init)
 app.command()(snapshot.snapshot)
 app.command("verify", help=verify.VERIFY_HELP)(verify.verify)
 app.command("schema", help=schema.SCHEMA_HELP)(schema.schema)

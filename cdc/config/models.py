@@ -416,6 +416,11 @@ class TableMapping(FieldOptions):
     """Fields added to every document."""
     soft_delete: SoftDelete | None = None
     """Rows matching this rule are deleted from the index."""
+    where: str | None = None
+    """Only rows for which this SQL-like expression is true are in the index, e.g.
+    `qty > 0 and status in ('paid', 'sent')` (comparisons, `in`, `is [not] null`, `and`, `or`,
+    `not`); a row that stops matching is deleted, one that starts matching is indexed, and
+    snapshots read only matching rows."""
     snapshot: SnapshotMode | None = None
     """Overrides `snapshot.mode` for this mapping."""
     index_settings: dict[str, Any] | None = None
@@ -432,6 +437,18 @@ class TableMapping(FieldOptions):
     def _qualified(cls, value: str) -> str:
         if value.count(".") != 1 or not all(value.split(".")):
             raise ValueError("must be `schema.table`; globs such as `shop.orders_*` are allowed")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _parsable(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cdc.transform.filters import FilterError, parse
+
+            try:
+                parse(value)
+            except FilterError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("index")
@@ -474,7 +491,7 @@ class TableMapping(FieldOptions):
         """True if this mapping covers `schema.table`."""
         return fnmatch.fnmatchcase(f"{schema}.{table}", self.table)
 
-    def where(self, *loc: str | int) -> str:
+    def locate(self, *loc: str | int) -> str:
         """`file:line: field.path` of `loc` inside this mapping as it was written, for a
         message; a mapping not read from a file is named by its table pattern."""
         if self._origin is not None:

@@ -82,6 +82,7 @@ class Rows(Protocol):
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]: ...
 
     def fetch_chunk(
@@ -91,6 +92,7 @@ class Rows(Protocol):
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Up to `limit` rows ordered by `key_columns`, after the key `after` (None: from the
         start), read in whatever transaction is open."""

@@ -24,7 +24,9 @@ from cdc.errors import CdcError, Interrupted, MappingError, TransientError
 from cdc.model.events import TableSchema
 from cdc.model.progress import Progress, decode_key, encode_key
 from cdc.retry import Backoff, Outage, retry
+from cdc.source.mysql import quote_name
 from cdc.state.stores import SnapshotStore
+from cdc.transform.filters import RowFilter
 from cdc.transform.mapping import Action
 from cdc.transform.trees import Tree
 
@@ -56,15 +58,21 @@ class Chunk:
 
 
 def read_tree_chunk(
-    rows: Rows, tree: Tree, key: Sequence[str], after: tuple[Any, ...] | None, limit: int
+    rows: Rows,
+    tree: Tree,
+    key: Sequence[str],
+    after: tuple[Any, ...] | None,
+    limit: int,
+    condition: tuple[str, Sequence[Any]] | None = None,
 ) -> tuple[tuple[TableSchema, list[dict[str, Any]], list[list[Action]]], tuple[str, int]]:
-    """A chunk of a tree's root rows and the operations of their whole documents, every row
-    read in one consistent snapshot, with its binlog position."""
+    """A chunk of a tree's root rows (those `condition` is true for) and the operations of
+    their whole documents, every row read in one consistent snapshot, with its binlog
+    position."""
     schema_name, table_name = _split(tree.mapping.table)
 
     def read() -> tuple[TableSchema, list[dict[str, Any]], list[list[Action]]]:
         schema = rows.table_schema(schema_name, table_name)
-        chunk = rows.fetch_chunk(schema_name, table_name, key, after, limit)
+        chunk = rows.fetch_chunk(schema_name, table_name, key, after, limit, condition)
         return schema, chunk, tree.documents(schema, chunk, fetcher(rows))
 
     rows.forget()  # every chunk sees the tables as they are now (a snapshot spans DDLs)
@@ -212,6 +220,11 @@ class Snapshotter:
         size = self.cfg.snapshot.chunk_size
         rate = self.cfg.snapshot.max_rows_per_second
         after = decode_key(progress.after)
+        # Only the rows of the mapping's `where` are read (the stream keeps the same ones).
+        condition = None
+        if mapping.where is not None:
+            where = RowFilter(mapping.where, reader.table_schema(schema_name, table_name))
+            condition = where.sql(quote_name)
         while not self._stop.is_set():
             began = time.monotonic()
             tree = self._trees.get(progress.table) if mapping.children else None
@@ -220,10 +233,12 @@ class Snapshotter:
             actions = None
             if tree is None:
                 schema, rows, position = reader.consistent_chunk(
-                    schema_name, table_name, key, after, size
+                    schema_name, table_name, key, after, size, condition
                 )
             else:
-                (schema, rows, actions), position = read_tree_chunk(reader, tree, key, after, size)
+                (schema, rows, actions), position = read_tree_chunk(
+                    reader, tree, key, after, size, condition
+                )
             self._outage.recovered()
             progress.rows_read += len(rows)
             if rows:

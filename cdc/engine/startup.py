@@ -74,7 +74,7 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
         if not tables:
             near = closest(mapping.table, existing)
             report.unmatched.append(
-                f"{mapping.where('table')}: `{mapping.table}` matches no table on the server"
+                f"{mapping.locate('table')}: `{mapping.table}` matches no table on the server"
                 + (f"; did you mean `{near}`?" if near else "")
             )
             continue
@@ -85,7 +85,7 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
                 _add_fields(report.fields, mapping.index, table_properties(mapping, schema))
             for problem in problems(mapping, schema):
                 line = (
-                    f"{mapping.where(*problem.loc)}: mapping {mapping.table!r} (table {table}): "
+                    f"{mapping.locate(*problem.loc)}: mapping {mapping.table!r} (table {table}): "
                     f"{problem.message}"
                 )
                 if problem.suggestion:
@@ -95,7 +95,7 @@ def check_mappings(cfg: ConnectorConfig, rows: Rows) -> MappingReport:
             tree, found = compile_tree(mapping, rows, zone)
             for problem in found:
                 line = (
-                    f"{mapping.where(*problem.loc)}: mapping {mapping.table!r}: {problem.message}"
+                    f"{mapping.locate(*problem.loc)}: mapping {mapping.table!r}: {problem.message}"
                 )
                 if problem.suggestion:
                     line += f"; did you mean `{problem.suggestion}`?"

@@ -255,14 +255,16 @@ class RowReader:
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Up to `limit` rows ordered by `key_columns`, starting after the key `after`.
 
         `key_columns` must identify a row uniquely (a primary or unique key). `after` holds the
         key of the last row of the previous chunk as this reader returned it
-        (`tuple(row[c] for c in key_columns)`); None starts at the beginning. A chunk shorter
-        than `limit` is the last one. CdcError when a key value cannot be compared (a zero
-        date decodes to None and cannot be continued from).
+        (`tuple(row[c] for c in key_columns)`); None starts at the beginning. `condition` (SQL
+        with `%s` parameters, a mapping's `where`) leaves out the rows it is not true for. A
+        chunk shorter than `limit` is the last one. CdcError when a key value cannot be
+        compared (a zero date decodes to None and cannot be continued from).
         """
         info = self._table(schema, table)
         columns = [info.info(name) for name in key_columns]
@@ -272,12 +274,18 @@ class RowReader:
         order = ", ".join(quote_name(col.name) for col in columns)
         sql = f"SELECT {select} FROM {quote_name(schema)}.{quote_name(table)}"
         params: list[Any] = []
+        conditions = []
         if after is not None:
             if len(after) != len(columns):
                 raise CdcError(f"`after` has {len(after)} values for {len(columns)} key columns")
             values = [after_param(col, value) for col, value in zip(columns, after, strict=True)]
             where, params = _after_condition([quote_name(col.name) for col in columns], values)
-            sql += f" WHERE {where}"
+            conditions.append(where)
+        if condition is not None:
+            conditions.append(f"({condition[0]})")
+            params += condition[1]
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY {order} LIMIT {int(limit)}"
         rows = self._session.query(sql, params, f"reading {schema}.{table}")
         return [self._decode(info, row) for row in rows]
@@ -289,6 +297,7 @@ class RowReader:
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]:
         """`fetch_chunk` inside a consistent-snapshot transaction: the table as it is now, the
         rows, and the binlog position (file, offset) that snapshot corresponds to (see
@@ -302,7 +311,7 @@ class RowReader:
             described = self._table(schema, table).schema
             try:
                 with mysql.consistent_snapshot(self._session) as position:
-                    rows = self.fetch_chunk(schema, table, key_columns, after, limit)
+                    rows = self.fetch_chunk(schema, table, key_columns, after, limit, condition)
             except SchemaChanged:
                 # Altered between the description and the read: describe it again.
                 if attempt + 1 == _DESCRIBE_ATTEMPTS:

@@ -17,6 +17,7 @@ from typing import Any
 from cdc.config import FieldOptions, TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, TableSchema
+from cdc.transform import filters
 
 _UNKNOWN_HINT = "correct the column name in the mapping (names are case-sensitive)"
 _JSON_TEXT_KINDS = frozenset({Kind.STRING, Kind.BINARY, Kind.JSON})
@@ -59,7 +60,21 @@ def problems(mapping: TableMapping, table: TableSchema) -> list[Problem]:
         )
     if found:
         return found  # the rest would only repeat these
-    return _collisions(mapping, table) + _json_ids(mapping, table) + _type_misfits(mapping, table)
+    return (
+        _collisions(mapping, table)
+        + _json_ids(mapping, table)
+        + _type_misfits(mapping, table)
+        + _filter_misfits(mapping, table)
+    )
+
+
+def _filter_misfits(mapping: TableMapping, table: TableSchema) -> list[Problem]:
+    if mapping.where is None:
+        return []
+    why = filters.check(mapping.where, table)
+    if why is None:
+        return []
+    return [Problem(("where",), f"where {why}", "correct the expression for the table's columns")]
 
 
 def field_problems(options: FieldOptions, table: TableSchema) -> list[Problem]:

@@ -42,6 +42,7 @@ from cdc.transform.convert import (
     json_text_converter,
     passes_through,
 )
+from cdc.transform.filters import RowFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class Mapper:
         """The columns whose rendered values form the document id (and `Action.key`)."""
         self._separator = mapping.id_separator
         self._soft_delete = self._compile_soft_delete(opts)
+        self.filter = RowFilter(mapping.where, table) if mapping.where else None
+        """The mapping's `where`, bound to the table (rows outside it have no document)."""
 
     def map(self, change: RowChange) -> list[Action]:
         """The document operations for one row change of this mapper's table, in order.
@@ -89,22 +92,9 @@ class Mapper:
         an id part is NULL.
         """
         try:
-            if change.op == "delete":
-                return [self._delete(self._key(_image(change.before, "before")))]
-            after = _image(change.after, "after")
-            new_key = self._key(after)
-            old_key = None
-            if change.op == "update":
-                old_key = self._key(_image(change.before, "before"))
-                if old_key == new_key:
-                    old_key = None
-            actions = [] if old_key is None else [self._delete(old_key)]
-            if self._soft_delete is not None and self._soft_delete(after):
-                actions.append(self._delete(new_key))
-            else:
-                doc_id = self._join(new_key)
-                actions.append(Action("index", self.index, doc_id, self._document(after), new_key))
-            return actions
+            if self.filter is not None:
+                return self._filtered(change, self.filter)
+            return self._map(change)
         except MappingError as exc:
             raise MappingError(f"{self.table.name}: {exc.message}", hint=exc.hint) from None
         except KeyError as exc:
@@ -114,9 +104,45 @@ class Mapper:
                 "check binlog_row_image=FULL",
             ) from None
 
+    def _map(self, change: RowChange) -> list[Action]:
+        if change.op == "delete":
+            return [self._delete(self._key(_image(change.before, "before")))]
+        after = _image(change.after, "after")
+        new_key = self._key(after)
+        old_key = None
+        if change.op == "update":
+            old_key = self._key(_image(change.before, "before"))
+            if old_key == new_key:
+                old_key = None
+        actions = [] if old_key is None else [self._delete(old_key)]
+        if self._soft_delete is not None and self._soft_delete(after):
+            actions.append(self._delete(new_key))
+        else:
+            doc_id = self._join(new_key)
+            actions.append(Action("index", self.index, doc_id, self._document(after), new_key))
+        return actions
+
+    def _filtered(self, change: RowChange, where: RowFilter) -> list[Action]:
+        """`_map` under a `where`: a row outside the filter has no document, so an insert or
+        update outside it writes nothing unless the row was inside before (then its document
+        is deleted), and a delete deletes only a row that was inside."""
+        was = change.before is not None and where.matches(change.before)
+        now = change.after is not None and where.matches(change.after)
+        if now:
+            if change.op == "update" and not was:
+                # Entering the filter: the old id (if the key changed) has no document.
+                change = RowChange(change.table, "insert", None, change.after, change.size)
+            return self._map(change)
+        if was:
+            return [self._delete(self._key(_image(change.before, "before")))]
+        return []
+
     def map_row(self, row: dict[str, Any]) -> list[Action]:
         """The operations that make the index hold `row` as it is now (a row read by a snapshot
-        or a replay rather than streamed): an index, or a delete when it is soft-deleted."""
+        or a replay rather than streamed): an index, or a delete when it is soft-deleted or
+        outside the mapping's `where`."""
+        if self.filter is not None and not self.filter.matches(row):
+            return [self._delete(self._key(row))]
         return self.map(RowChange(self.table, "insert", None, row))
 
     def doc_id(self, row: dict[str, Any]) -> str:

@@ -626,4 +626,4 @@ def _child(
 
 def build_problem(mapping: TableMapping, problem: Problem) -> MappingError:
     """A tree problem as the error a run stops with."""
-    return MappingError(f"{mapping.where(*problem.loc)}: {problem.message}", hint=problem.hint)
+    return MappingError(f"{mapping.locate(*problem.loc)}: {problem.message}", hint=problem.hint)

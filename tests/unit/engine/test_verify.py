@@ -104,7 +104,9 @@ class Rows(NoRows):
         key_columns: Sequence[str],
         after: tuple[Any, ...] | None,
         limit: int,
+        condition: tuple[str, Sequence[Any]] | None = None,
     ) -> tuple[TableSchema, list[dict[str, Any]], tuple[str, int]]:
+        assert condition is None
         ids = sorted(i for i in self.world.rows if after is None or i > after[0])[:limit]
         return ITEMS, [dict(self.world.rows[i]) for i in ids], (FILE, self.world.position)
 
