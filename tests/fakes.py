@@ -150,7 +150,9 @@ class FakeSink:
         """The documents of `index` that exist (deletes leave tombstones)."""
         return {i: src for (idx, i), (_, src) in self.docs.items() if idx == index and src}
 
-    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def mget(
+        self, index: str, ids: Sequence[str], routing: Mapping[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         live = self.live(index)
         return {i: live[i] for i in ids if i in live}
 

@@ -67,8 +67,11 @@ _GLOB_CHARS = "*?["
 _SHOWN_TABLES = 30
 """Existing tables named in the error for a glob matching none."""
 
-# PyYAML refuses a stream holding any other character, even inside a comment.
-_PRINTABLE = re.compile("[\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What a comment may hold as it is: PyYAML refuses a stream holding any other character, even
+# inside a comment, and NEL, LS and PS would end the comment's line.
+_PRINTABLE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A connector name (`ConnectorConfig.name`)."""
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -198,11 +201,14 @@ def init(
         output=output,
     )
     if not plan.mapped:
+        reasons = "; ".join(
+            f"{t.name}: "
+            + (_unmappable(t.schema) or "no primary key or unique key of NOT NULL columns")
+            for t in described
+        )
         fail(
-            f"none of the tables matching {', '.join(tables)} has a primary key or a unique "
-            f"key of NOT NULL columns, so their rows would have no document id: "
-            f"{', '.join(t.schema.name for t in described)}",
-            "add a primary key to them, or map them by hand with id_columns",
+            f"no table matching {', '.join(tables)} can be mapped ({reasons})",
+            "give a table a primary key, or write its mapping by hand with id_columns",
             code=2,
         )
     text = render(plan)
@@ -337,7 +343,13 @@ def _validate(text: str, password_env: str, secret: str) -> None:
     with tempfile.TemporaryDirectory(prefix="cdc-init-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(text, encoding="utf-8")
-        load_config(path, {**os.environ, password_env: secret})
+        try:
+            load_config(path, {**os.environ, password_env: secret})
+        except CdcError as exc:
+            fail(
+                f"the config written does not load: {exc.message}",
+                "this is a bug of `cdc init`; please report it with the table names",
+            )
 
 
 def _write(output: Path, text: str, force: bool) -> None:
@@ -360,19 +372,18 @@ def _summary(plan: Plan) -> str:
         f"wrote {where}: {mapped} table mapping{'s' if mapped != 1 else ''} "
         f"({', '.join(t.schema.name for t in plan.mapped)})"
     ]
-    if plan.left_out:
-        lines.append(
-            f"left out, no key to form a document id: {', '.join(t.name for t in plan.left_out)}"
-        )
+    keyless = [t.name for t in plan.left_out if _unmappable(t.schema) is None]
+    unnamed = [t.name for t in plan.left_out if _unmappable(t.schema) is not None]
+    if keyless:
+        lines.append(f"left out, no key to form a document id: {', '.join(keyless)}")
+    if unnamed:
+        lines.append(f"left out, a name a mapping cannot hold: {', '.join(unnamed)}")
     check = "cdc check -c " + ("FILE" if plan.output is None else str(plan.output))
     lines.append(f"next: export {plan.password_env}=... and run `{check}`")
     return "\n".join(lines)
 
 
 # -- what is written -----------------------------------------------------------------------------
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -602,7 +613,8 @@ def _render_tables(out: _Writer, plan: Plan) -> None:
     out.comment(
         "One mapping per table: a table goes to the first mapping whose pattern matches it. "
         "Each comment lists the table's columns and the options that fit them. Other options: "
-        "include/exclude (which columns become fields), rename, static, soft_delete, "
+        "include/exclude (which columns become fields), rename, static, soft_delete, where "
+        "(only the rows matching a condition), "
         "json_columns (text columns holding JSON, parsed into objects), string_fields (text, "
         "keyword or both per text column), index_settings and index_mappings, and children "
         "(rows of other tables inside each document)."
@@ -621,14 +633,15 @@ def _render_mapping(out: _Writer, table: Table, index: str) -> None:
     assert key is not None
     out.blank()
     out.comment(f"{schema.name}: {_columns(table)}", 2, hanging=2)
-    if not table.primary:
+    joined = ", its values joined with `:` (id_separator)" if len(key) > 1 else ""
+    if table.primary:
+        out.comment(f"Document id: the primary key ({', '.join(key)}){joined}.", 2)
+    else:
         out.comment(
-            f"No primary key: the document id is the first unique key whose columns are all "
-            f"NOT NULL ({', '.join(key)}), named in id_columns.",
+            "Document id: there is no primary key, so the first unique key whose columns are "
+            f"all NOT NULL ({', '.join(key)}), named in id_columns{joined}.",
             2,
         )
-    if len(key) > 1:
-        out.comment(f"The document id joins {', '.join(key)} with `:` (id_separator).", 2)
     out.line(f"  - table: {_scalar(table_pattern(schema))}")
     out.key("index", index, 4)
     if not table.primary:
@@ -689,8 +702,6 @@ def _columns(table: Table) -> str:
         kind = column.sql_type or column.kind.value
         if column.kind is Kind.JSON and "json" not in kind:
             kind += " (JSON)"
-        if column.is_primary and table.primary:
-            kind += " (primary key)"
         parts.append(f"{column.name} {kind}")
     return ", ".join(parts)
 

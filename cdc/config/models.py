@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -401,13 +402,70 @@ class ChildMapping(FieldOptions):
         return self.relationship == "one_to_many"
 
 
+_PERIOD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
+
+
+@dataclass(frozen=True)
+class IndexTemplate:
+    """An index name with `{column}` or `{column:strftime format}` parts: an index per
+    period, e.g. `orders-{created_at:%Y.%m}`."""
+
+    text: str
+    parts: tuple[tuple[str, str | None, str | None], ...]
+    """(literal text, column, format) in order; the column is None for trailing text."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [column for _, column, _ in self.parts if column is not None]
+
+    @property
+    def pattern(self) -> str:
+        """The index pattern every rendering matches (`orders-*`)."""
+        return "".join(text + ("*" if column else "") for text, column, _ in self.parts)
+
+    def render(self, row: dict[str, Any]) -> str:
+        """The index of a row; a NULL date gives `none` for its part."""
+        out = []
+        for text, column, fmt in self.parts:
+            out.append(text)
+            if column is not None:
+                value = row[column]
+                if value is None:
+                    out.append("none")
+                elif hasattr(value, "strftime"):
+                    out.append(value.strftime(fmt or "%Y.%m.%d").lower())
+                else:
+                    out.append(str(value).lower())
+        return "".join(out)
+
+
+def index_template(index: str) -> IndexTemplate | None:
+    """The template of an index name with `{column}` parts; None for a plain name."""
+    parts: list[tuple[str, str | None, str | None]] = []
+    at = 0
+    for found in _PERIOD.finditer(index):
+        parts.append((index[at : found.start()], found[1].strip(), found[2]))
+        at = found.end()
+    if not parts:
+        return None
+    parts.append((index[at:], None, None))
+    return IndexTemplate(index, tuple(parts))
+
+
 class TableMapping(FieldOptions):
     """How the rows of one table (or a glob of sharded tables) become documents."""
 
     table: str
     """`schema.table`; glob patterns (`shop.orders_*`) feed sharded tables into one index."""
     index: str
-    """Target index (or alias)."""
+    """Target index (or alias); `{column}` or `{column:%Y.%m}` parts make an index per period
+    from a date column (`orders-{created_at:%Y.%m}`), a row moving to another period moving to
+    that index."""
+    routing: str | None = None
+    """Column whose value routes each document to its shard (deletes and moves carry the old
+    value)."""
+    pipeline: str | None = None
+    """Ingest pipeline every indexed document goes through."""
     id_columns: list[str] | None = Field(None, min_length=1)
     """Columns forming the document id; default: the primary key."""
     id_separator: str = ":"
@@ -454,7 +512,14 @@ class TableMapping(FieldOptions):
     @field_validator("index")
     @classmethod
     def _index_name(cls, value: str) -> str:
-        if not re.match(r"^[a-z0-9][a-z0-9_.+-]*$", value) or len(value.encode()) > 255:
+        template = index_template(value)
+        if template is not None:
+            if "{" in template.pattern or "}" in template.pattern:
+                raise ValueError("has an unbalanced `{` or `}`")
+            literal = template.pattern.replace("*", "x")
+        else:
+            literal = value
+        if not re.match(r"^[a-z0-9][a-z0-9_.+-]*$", literal) or len(literal.encode()) > 255:
             raise ValueError(
                 "must be a valid index name: lowercase letters, digits, `_`, `.`, `+` and `-`, "
                 "starting with a letter or digit, at most 255 bytes"
@@ -465,6 +530,10 @@ class TableMapping(FieldOptions):
     def _tree(self) -> TableMapping:
         if self.children and _is_glob(self.table):
             raise ValueError("a mapping with `children` must name one table, not a glob")
+        if self.children and (self.routing or index_template(self.index)):
+            raise ValueError(
+                "a mapping with `children` cannot have `routing` or an index per period yet"
+            )
         fields = [child.field for child in self.children]
         for name in fields:
             if fields.count(name) > 1:

@@ -163,7 +163,9 @@ class VerifyRows(Rows, RowsByKey, Protocol):
 class Documents(Protocol):
     """The documents of an index, read back (what `cdc verify` compares)."""
 
-    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def mget(
+        self, index: str, ids: Sequence[str], routing: Mapping[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """The source of each of `ids` the index holds (real time: no refresh needed);
         ids it lacks are left out."""
         ...

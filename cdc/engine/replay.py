@@ -29,6 +29,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
+from cdc.config.models import index_template
 from cdc.engine.ports import ReplayRows, Writer
 from cdc.engine.rebuilds import fetcher
 from cdc.errors import CdcError, MappingError
@@ -277,8 +278,11 @@ def _prepare(
     for group in groups:
         row = found.get(group.key)
         if row is None:
-            doc_id = group.letters[0][1].doc_id
-            group.action = Action("delete", mapper.index, doc_id, None, group.key)
+            _, letter = group.letters[0]
+            # The mapping's index now (the operator may have changed it), unless it is one per
+            # period: then only the letter knows which index the document was in.
+            index = letter.index if index_template(mapper.index) else mapper.index
+            group.action = Action("delete", index, letter.doc_id, None, group.key)
             continue
         try:
             actions = built[id(group)] if isinstance(mapper, Tree) else mapper.map_row(row)

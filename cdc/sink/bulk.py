@@ -43,7 +43,8 @@ _META_PREFIXES: dict[tuple[str, str], bytes] = {}
 
 def encode(action: Action, version: int) -> bytes:
     """The two NDJSON lines (one for a delete) of a `_bulk` operation with an external version:
-    `{"<op>":{"_index":...,"_id":...,"version":N,"version_type":"external"}}` and the document.
+    `{"<op>":{"_index":...,"_id":...,"version":N,"version_type":"external"}}` and the document
+    (with `routing` and `pipeline` in the first line when the action has them).
 
     Assembled from bytes around a cached per-(op, index) prefix: this runs for every change.
     """
@@ -53,9 +54,15 @@ def encode(action: Action, version: int) -> bytes:
             _META_PREFIXES.clear()
         prefix = b'{"%s":{"_index":%s,"_id":' % (action.op.encode(), orjson.dumps(action.index))
         _META_PREFIXES[(action.op, action.index)] = prefix
-    meta = b'%s%s,"version":%d,"version_type":"external"}}\n' % (
+    extra = b""
+    if action.routing is not None:
+        extra += b',"routing":' + orjson.dumps(action.routing)
+    if action.pipeline is not None:
+        extra += b',"pipeline":' + orjson.dumps(action.pipeline)
+    meta = b'%s%s%s,"version":%d,"version_type":"external"}}\n' % (
         prefix,
         orjson.dumps(action.doc_id),
+        extra,
         version,
     )
     if action.op == "delete":

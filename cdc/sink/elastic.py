@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -35,6 +36,7 @@ from elastic_transport import (
 )
 
 from cdc.config import SinkConfig, TableMapping
+from cdc.config.models import IndexTemplate, index_template
 from cdc.errors import CdcError, SinkUnavailable, TransientError
 from cdc.retry import Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
@@ -136,7 +138,11 @@ class ElasticSink:
         Idempotent; returns the aliases it created. Indices or aliases that exist are left alone.
         """
         created = []
-        for name in sorted({m.index for m in mappings}):
+        for mapping in mappings:
+            template = index_template(mapping.index)
+            if template is not None:
+                self.put_index_template(template, mapping, (fields or {}).get(mapping.index))
+        for name in sorted({m.index for m in mappings if index_template(m.index) is None}):
             status, _ = self.request("HEAD", f"/{quote(name)}")
             if status == 200:
                 continue
@@ -173,6 +179,23 @@ class ElasticSink:
         self._check_status(status, resp, f"creating index {name}")
         return True
 
+    def put_index_template(
+        self, template: IndexTemplate, mapping: TableMapping, fields: dict[str, Any] | None
+    ) -> None:
+        """Create or update the index template that maps the indices of an index per period
+        (`orders-*`) as `create_index` maps one index: the indices are created by the
+        cluster on their first document. Idempotent."""
+        body: dict[str, Any] = {}
+        if mapping.index_settings:
+            body["settings"] = mapping.index_settings
+        mappings = mapping.mappings_body(fields)
+        if mappings:
+            body["mappings"] = opensearch_types(mappings) if self._opensearch() else mappings
+        name = "cdc-" + re.sub(r"[^a-z0-9_.-]+", "-", template.pattern).strip("-")
+        request = {"index_patterns": [template.pattern], "template": body, "priority": 100}
+        status, resp = self.request("PUT", f"/_index_template/{quote(name)}", orjson.dumps(request))
+        self._check_status(status, resp, f"creating index template {name}")
+
     def _opensearch(self) -> bool:
         """Whether the cluster is OpenSearch (asked once)."""
         if self._distribution is None:
@@ -208,14 +231,20 @@ class ElasticSink:
 
     # -- reading documents back --------------------------------------------------------------
 
-    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The `_source` of each of `ids` that `index` holds (`_mget` reads in real time);
-        ids it lacks are left out."""
+    def mget(
+        self, index: str, ids: Sequence[str], routing: Mapping[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The `_source` of each of `ids` that `index` holds (`_mget` reads in real time),
+        each looked for on the shard of its `routing` value when given; ids it lacks are left
+        out."""
         if not ids:
             return {}
-        status, body = self.request(
-            "POST", f"/{quote(index)}/_mget", orjson.dumps({"ids": list(ids)})
-        )
+        if routing:
+            docs = [{"_id": i, "routing": routing[i]} if i in routing else {"_id": i} for i in ids]
+            payload = orjson.dumps({"docs": docs})
+        else:
+            payload = orjson.dumps({"ids": list(ids)})
+        status, body = self.request("POST", f"/{quote(index)}/_mget", payload)
         if _index_missing(status, body):
             return {}
         self._check_status(status, body, f"reading documents of {index}")

@@ -237,6 +237,8 @@ class DocumentStore:
         """(dotted field path, value) rules of `EsStandIn.reject_when`."""
         self.counts: dict[str, int] = {}
         """Bulk items by outcome (`EsStandIn.items`)."""
+        self.pipelines: dict[str, list[dict[str, Any]]] = {}
+        """Ingest pipelines by id: their processors (`set`, `lowercase`, `remove`)."""
         self.scrolls: dict[str, tuple[str, list[str], int, int]] = {}
         """Open scrolls: id -> (index, the live document ids when it started, page size, where
         the current page starts)."""
@@ -388,9 +390,44 @@ class DocumentStore:
 
     # -- bulk -------------------------------------------------------------------------------
 
+    def put_pipeline(self, name: str, body: bytes) -> Reply:
+        """Store an ingest pipeline of `set`, `lowercase` and `remove` processors."""
+        try:
+            processors = orjson.loads(body).get("processors")
+        except (orjson.JSONDecodeError, AttributeError):
+            processors = None
+        known = ("set", "lowercase", "remove")
+        if not isinstance(processors, list) or not all(
+            isinstance(p, dict) and len(p) == 1 and next(iter(p)) in known for p in processors
+        ):
+            return Reply(
+                400,
+                error_body(400, "parse_exception", f"the stand-in runs only {known} processors"),
+            )
+        self.pipelines[name] = processors
+        return Reply(200, orjson.dumps({"acknowledged": True}))
+
+    def _run_pipeline(self, name: str, raw: bytes) -> bytes | str:
+        """The document after the pipeline, or why it failed."""
+        processors = self.pipelines.get(name)
+        if processors is None:
+            return f"pipeline with id [{name}] does not exist"
+        doc = orjson.loads(raw)
+        for processor in processors:
+            ((kind, spec),) = processor.items()
+            field = spec["field"]
+            if kind == "set":
+                doc[field] = spec["value"]
+            elif kind == "remove":
+                doc.pop(field, None)
+            elif isinstance(doc.get(field), str):
+                doc[field] = doc[field].lower()
+        return orjson.dumps(doc)
+
     def apply(self, ops: list[ParsedOp]) -> list[dict[str, Any]]:
         """Per-item results of a parsed bulk request; caller holds the lock."""
-        if not self.store and self.item_rule is None and not self.rejects:
+        pipelined = any("pipeline" in meta for _, _, _, meta, _ in ops)
+        if not self.store and self.item_rule is None and not self.rejects and not pipelined:
             return self._ack_all(ops)
         if self.store:
             self._check_versions(ops)
@@ -402,6 +439,16 @@ class DocumentStore:
                 items.append({op: self._failed(index, doc_id)})
                 continue
             rejected = None
+            if raw is not None and "pipeline" in meta:
+                ran = self._run_pipeline(str(meta["pipeline"]), raw)
+                if isinstance(ran, str):
+                    self._count("rejected")
+                    error = _item_error("illegal_argument_exception", ran)
+                    items.append(
+                        {op: {"_index": index, "_id": doc_id, "status": 400, "error": error}}
+                    )
+                    continue
+                raw = ran
             if raw is not None and (self.store or self.rejects):
                 rejected = self._check_document(index, doc_id, raw)
             items.append({op: rejected or self._write(op, index, doc_id, meta, raw)})

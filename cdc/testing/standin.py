@@ -394,6 +394,9 @@ class EsStandIn:
             if parts[1] == "_search" and len(parts) == 2 and "scroll=" in target:
                 with self._lock:
                     return self._docs.scroll_start(name, body)
+        if parts[:2] == ["_ingest", "pipeline"] and len(parts) == 3 and method == "PUT":
+            with self._lock:
+                return self._docs.put_pipeline(parts[2], body)
         if parts == ["_search", "scroll"] and method in ("POST", "GET"):
             with self._lock:
                 return self._docs.scroll_next(body)

@@ -15,12 +15,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc.config import FieldOptions, TableMapping
+from cdc.config.models import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, TableSchema
 from cdc.transform import filters
 
 _UNKNOWN_HINT = "correct the column name in the mapping (names are case-sensitive)"
 _JSON_TEXT_KINDS = frozenset({Kind.STRING, Kind.BINARY, Kind.JSON})
+_PERIOD_KINDS = frozenset({Kind.DATE, Kind.DATETIME, Kind.TIMESTAMP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,9 @@ def field_names(options: FieldOptions, table: TableSchema) -> list[str]:
 
 def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
     id_columns = mapping.id_columns if isinstance(mapping, TableMapping) else None
+    routing = mapping.routing if isinstance(mapping, TableMapping) else None
+    template = index_template(mapping.index) if isinstance(mapping, TableMapping) else None
+    period = template.columns if template is not None else []
     soft_delete = mapping.soft_delete if isinstance(mapping, TableMapping) else None
     named: list[tuple[str, list[tuple[tuple[str | int, ...], str]]]] = [
         ("id_columns", [(("id_columns", i), c) for i, c in enumerate(id_columns or [])]),
@@ -110,6 +115,8 @@ def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]
         ),
         ("json_columns", [(("json_columns", i), c) for i, c in enumerate(mapping.json_columns)]),
         ("string_fields", [(("string_fields", c), c) for c in mapping.string_fields]),
+        ("routing", [(("routing",), routing)] if routing else []),
+        ("index", [(("index",), c) for c in period]),
     ]
     known = [col.name for col in table.columns]
     found = []
@@ -198,6 +205,24 @@ def _type_misfits(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
                     "list only CHAR, VARCHAR and TEXT columns in string_fields",
                 )
             )
+    template = index_template(mapping.index) if isinstance(mapping, TableMapping) else None
+    for name in template.columns if template is not None else []:
+        column = table.column(name)
+        if column is not None and column.kind not in _PERIOD_KINDS:
+            found.append(
+                Problem(
+                    ("index",),
+                    f"index names column {name!r} for its period, which is {_kind(column)}: "
+                    "only DATE, DATETIME and TIMESTAMP columns have periods",
+                    "name a date column in the index, e.g. orders-{created_at:%Y.%m}",
+                )
+            )
+    routing = mapping.routing if isinstance(mapping, TableMapping) else None
+    column = table.column(routing) if routing else None
+    if column is not None and column.kind is Kind.JSON:
+        found.append(
+            Problem(("routing",), f"routing column {routing!r} holds JSON", "route by a scalar")
+        )
     rule = mapping.soft_delete if isinstance(mapping, TableMapping) else None
     column = table.column(rule.column) if rule is not None else None
     if rule is not None and column is not None:

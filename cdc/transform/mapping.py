@@ -31,6 +31,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import FieldOptions, TableMapping
+from cdc.config.models import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.transform.checks import problems
@@ -56,6 +57,10 @@ class Action:
     """The document for "index", None for "delete"."""
     key: tuple[str, ...] = field(default=(), compare=False)
     """The rendered values of the id columns (`Mapper.id_columns`), to find the row again."""
+    routing: str | None = None
+    """The shard routing value (the mapping's `routing` column), if any."""
+    pipeline: str | None = None
+    """The ingest pipeline an index goes through (the mapping's `pipeline`), if any."""
 
 
 class Mapper:
@@ -84,6 +89,8 @@ class Mapper:
         self._soft_delete = self._compile_soft_delete(opts)
         self.filter = RowFilter(mapping.where, table) if mapping.where else None
         """The mapping's `where`, bound to the table (rows outside it have no document)."""
+        self._pipeline = mapping.pipeline
+        self._placement = self._compile_placement(time_zone)
 
     def map(self, change: RowChange) -> list[Action]:
         """The document operations for one row change of this mapper's table, in order.
@@ -106,20 +113,27 @@ class Mapper:
 
     def _map(self, change: RowChange) -> list[Action]:
         if change.op == "delete":
-            return [self._delete(self._key(_image(change.before, "before")))]
+            before = _image(change.before, "before")
+            return [self._delete(self._key(before), before)]
         after = _image(change.after, "after")
         new_key = self._key(after)
-        old_key = None
+        actions = []
         if change.op == "update":
-            old_key = self._key(_image(change.before, "before"))
-            if old_key == new_key:
-                old_key = None
-        actions = [] if old_key is None else [self._delete(old_key)]
+            before = _image(change.before, "before")
+            old_key = self._key(before)
+            # A new id, another shard (routing) or another index (period): the old document
+            # is deleted where it is.
+            if old_key != new_key or (
+                self._placement is not None and self._placement(before) != self._placement(after)
+            ):
+                actions.append(self._delete(old_key, before))
         if self._soft_delete is not None and self._soft_delete(after):
-            actions.append(self._delete(new_key))
+            actions.append(self._delete(new_key, after))
         else:
+            index, routing = self._place(after)
             doc_id = self._join(new_key)
-            actions.append(Action("index", self.index, doc_id, self._document(after), new_key))
+            source = self._document(after)
+            actions.append(Action("index", index, doc_id, source, new_key, routing, self._pipeline))
         return actions
 
     def _filtered(self, change: RowChange, where: RowFilter) -> list[Action]:
@@ -134,7 +148,8 @@ class Mapper:
                 change = RowChange(change.table, "insert", None, change.after, change.size)
             return self._map(change)
         if was:
-            return [self._delete(self._key(_image(change.before, "before")))]
+            before = _image(change.before, "before")
+            return [self._delete(self._key(before), before)]
         return []
 
     def map_row(self, row: dict[str, Any]) -> list[Action]:
@@ -142,7 +157,7 @@ class Mapper:
         or a replay rather than streamed): an index, or a delete when it is soft-deleted or
         outside the mapping's `where`."""
         if self.filter is not None and not self.filter.matches(row):
-            return [self._delete(self._key(row))]
+            return [self._delete(self._key(row), row)]
         return self.map(RowChange(self.table, "insert", None, row))
 
     def doc_id(self, row: dict[str, Any]) -> str:
@@ -155,8 +170,10 @@ class Mapper:
         return self._key(row)
 
     def delete(self, key: tuple[str, ...]) -> Action:
-        """The delete of the document with this key."""
-        return self._delete(key)
+        """The delete of the document with this key (of a mapping whose documents are placed
+        by their id alone: no `routing`, no index per period)."""
+        assert self._placement is None
+        return self._delete(key, None)
 
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
         parts = []
@@ -173,8 +190,38 @@ class Mapper:
     def _join(self, key: tuple[str, ...]) -> str:
         return key[0] if len(key) == 1 else self._separator.join(key)
 
-    def _delete(self, key: tuple[str, ...]) -> Action:
-        return Action("delete", self.index, self._join(key), None, key)
+    def _delete(self, key: tuple[str, ...], row: dict[str, Any] | None) -> Action:
+        index, routing = self._place(row) if row is not None else (self.index, None)
+        return Action("delete", index, self._join(key), None, key, routing)
+
+    def _place(self, row: dict[str, Any]) -> tuple[str, str | None]:
+        """The index and the routing of a row's document."""
+        if self._placement is None:
+            return self.index, None
+        return self._placement(row)
+
+    def _compile_placement(
+        self, time_zone: ZoneInfo
+    ) -> Callable[[dict[str, Any]], tuple[str, str | None]] | None:
+        """Where a row's document lives, when that depends on the row: its routing value (the
+        `routing` column rendered as an id part is) and its index (an index per period)."""
+        mapping = self.mapping
+        template = index_template(mapping.index)
+        if mapping.routing is None and template is None:
+            return None
+        route = None
+        if mapping.routing is not None:
+            column = self.table.column(mapping.routing)
+            assert column is not None  # checked by _check_columns
+            route = _id_renderer(column, time_zone)
+        name = mapping.routing or ""
+        fixed = mapping.index
+
+        def place(row: dict[str, Any]) -> tuple[str, str | None]:
+            index = fixed if template is None else template.render(row)
+            return index, None if route is None else route(row[name])
+
+        return place
 
     def _check_columns(self) -> None:
         found = problems(self.mapping, self.table)

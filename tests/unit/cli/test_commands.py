@@ -25,8 +25,8 @@ def _commands(command: Any, path: str = "cdc") -> Iterator[tuple[str, Any]]:
 
 
 ALL = sorted(_commands(typer.main.get_command(app)))
-NO_CONFIG = {"cdc schema"}
-"""Commands about the config format itself, not about one connector."""
+NO_CONFIG = {"cdc init", "cdc schema"}
+"""Commands about the config format itself or writing a config, not about one connector."""
 WITH_CONFIG = [(path, command) for path, command in ALL if path not in NO_CONFIG]
 
 
@@ -37,6 +37,7 @@ def test_every_command_is_there() -> None:
         "cdc dlq purge",
         "cdc dlq replay",
         "cdc health",
+        "cdc init",
         "cdc position export",
         "cdc position import",
         "cdc position reset",

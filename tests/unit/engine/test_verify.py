@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -173,9 +173,11 @@ class Docs:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def mget(
+        self, index: str, ids: Sequence[str], routing: Mapping[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         self.world.on_mget()
-        return self.world.sink.mget(index, ids)
+        return self.world.sink.mget(index, ids, routing)
 
     def scan_ids(
         self, index: str, page: int, keep_alive: float = 120.0
