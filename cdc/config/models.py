@@ -251,6 +251,71 @@ def _is_glob(pattern: str) -> bool:
     return any(char in pattern for char in "*?[")
 
 
+class Concat(_Model):
+    """Text joined from columns (NULLs left out, as SQL's CONCAT_WS)."""
+
+    columns: list[str] = Field(min_length=1)
+    """Columns whose document values are joined, in order."""
+    separator: str = ""
+    """Put between the values."""
+
+
+class JsonPath(_Model):
+    """A value out of a JSON column."""
+
+    column: str
+    """The JSON column (or a `json_columns` one)."""
+    path: str
+    """`$.a.b[0]`-style path; a path that does not exist gives null."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not re.match(r"^\$(\.[A-Za-z_][\w-]*|\[\d+\])*$", value):
+            raise ValueError("must be a path such as `$.dims.width` or `$.tags[0]`")
+        return value
+
+
+class DateFormat(_Model):
+    """A date or time column formatted as text."""
+
+    column: str
+    """A DATE, DATETIME or TIMESTAMP column."""
+    format: str
+    """A `strftime` format, e.g. `%Y-%m`."""
+
+
+class Computed(_Model):
+    """One computed field: exactly one of `concat`, `json_path`, `date_format`, `constant`."""
+
+    concat: Concat | None = None
+    """Text joined from columns."""
+    json_path: JsonPath | None = None
+    """A value out of a JSON column."""
+    date_format: DateFormat | None = None
+    """A date formatted as text."""
+    constant: Any = None
+    """A fixed value (any JSON)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kinds = [k for k in ("concat", "json_path", "date_format", "constant") if k in data]
+            if len(kinds) != 1:
+                raise ValueError(
+                    "give exactly one of `concat`, `json_path`, `date_format`, `constant`"
+                )
+        return data
+
+    def columns(self) -> list[str]:
+        """The columns it reads."""
+        if self.concat is not None:
+            return list(self.concat.columns)
+        found = self.json_path or self.date_format
+        return [found.column] if found is not None else []
+
+
 class FieldOptions(_Model):
     """Which columns of a table become fields, under which names, converted how: the options
     every mapping takes, a table mapping and each of its children alike."""
@@ -272,6 +337,9 @@ class FieldOptions(_Model):
     (Elasticsearch `flattened`, OpenSearch `flat_object`: any shape is accepted, leaves are
     searchable as keywords), `object` (typed sub-fields from the first document; a value of
     another type later is rejected), `disabled` (kept in the document, not searchable)."""
+    computed: dict[str, Computed] = {}
+    """Field name -> a field computed from columns (excluded ones too): `concat`,
+    `json_path`, `date_format` or `constant`."""
     string_fields: dict[str, Literal["text_keyword", "text", "keyword"]] = {}
     """Column -> how a text column is mapped when the connector creates the index; every
     text column not listed is `text_keyword` (full-text `text` with a `keyword` sub-field for
@@ -466,6 +534,18 @@ class TableMapping(FieldOptions):
     value)."""
     pipeline: str | None = None
     """Ingest pipeline every indexed document goes through."""
+    transform: str | None = None
+    """`package.module:function` called as `function(document, row)` for every document
+    (children included), returning the document to index: for what declarations cannot say.
+    `row` holds the row's column values as the binlog decodes them."""
+
+    @field_validator("transform")
+    @classmethod
+    def _hook_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
+            raise ValueError("must be `package.module:function`")
+        return value
+
     id_columns: list[str] | None = Field(None, min_length=1)
     """Columns forming the document id; default: the primary key."""
     id_separator: str = ":"

@@ -19,6 +19,7 @@ from cdc.config.models import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, TableSchema
 from cdc.transform import filters
+from cdc.transform.computed import load_hook
 
 _UNKNOWN_HINT = "correct the column name in the mapping (names are case-sensitive)"
 _JSON_TEXT_KINDS = frozenset({Kind.STRING, Kind.BINARY, Kind.JSON})
@@ -116,6 +117,16 @@ def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]
         ("json_columns", [(("json_columns", i), c) for i, c in enumerate(mapping.json_columns)]),
         ("string_fields", [(("string_fields", c), c) for c in mapping.string_fields]),
         ("routing", [(("routing",), routing)] if routing else []),
+        (
+            "computed",
+            [
+                (("computed", field, kind), column)
+                for field, spec in mapping.computed.items()
+                for kind in ("concat", "json_path", "date_format")
+                if getattr(spec, kind) is not None
+                for column in spec.columns()
+            ],
+        ),
         ("index", [(("index",), c) for c in period]),
     ]
     known = [col.name for col in table.columns]
@@ -154,6 +165,15 @@ def _collisions(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
                 )
             )
         sources.setdefault(name, column.name)
+    for name in mapping.computed:
+        if name in sources:
+            found.append(
+                Problem(
+                    ("computed", name),
+                    f"computed field {name!r} collides with the field of column {sources[name]!r}",
+                    "rename the computed field, or rename or exclude the column",
+                )
+            )
     static = mapping.static if isinstance(mapping, TableMapping) else {}
     for name in static:
         if name in sources:
@@ -195,6 +215,37 @@ def _type_misfits(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
                     "list only CHAR, VARCHAR, TEXT or BLOB columns holding JSON in json_columns",
                 )
             )
+    for name, spec in mapping.computed.items():
+        if spec.date_format is not None:
+            column = table.column(spec.date_format.column)
+            if column is not None and column.kind not in _PERIOD_KINDS:
+                found.append(
+                    Problem(
+                        ("computed", name, "date_format", "column"),
+                        f"date_format needs a DATE, DATETIME or TIMESTAMP column; "
+                        f"{column.name!r} is {_kind(column)}",
+                        "name a date column",
+                    )
+                )
+        if spec.json_path is not None:
+            column = table.column(spec.json_path.column)
+            if column is not None and not (
+                column.kind is Kind.JSON or column.name in mapping.json_columns
+            ):
+                found.append(
+                    Problem(
+                        ("computed", name, "json_path", "column"),
+                        f"json_path needs a JSON column (or one in json_columns); "
+                        f"{column.name!r} is {_kind(column)}",
+                        "name a JSON column, or list the text column in json_columns",
+                    )
+                )
+    hook = mapping.transform if isinstance(mapping, TableMapping) else None
+    if hook is not None:
+        try:
+            load_hook(hook)
+        except MappingError as exc:
+            found.append(Problem(("transform",), exc.message, exc.hint or ""))
     for name in mapping.string_fields:
         column = table.column(name)
         if column is not None and column.kind is not Kind.STRING:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -128,6 +128,15 @@ def converter_for(column: Column, opts: ConvertOptions) -> Converter:
     if kind is Kind.BINARY or kind is Kind.GEOMETRY:
         return _omit if opts.binary == "skip" else _base64
     raise AssertionError(f"unhandled column kind {kind}")
+
+
+def field_converter(
+    column: Column, opts: ConvertOptions, json_columns: Collection[str] = ()
+) -> Converter:
+    """The converter of a column's field: JSON text parsed for a column in `json_columns`."""
+    if column.name in json_columns and column.kind is not Kind.JSON:
+        return json_text_converter(column)
+    return converter_for(column, opts)
 
 
 def passes_through(convert: Converter) -> bool:

@@ -15,6 +15,7 @@ type its column and the mapping's options call for:
 - CHAR, VARCHAR, TEXT: `text` with a `keyword` sub-field (`string_fields` chooses per column).
 - JSON (and `json_columns`): `flattened` (`json_fields: object` or `disabled` instead).
 - BINARY, BLOB, GEOMETRY: `binary` (left out with `binary: skip`).
+- Computed fields: `concat` as text, `date_format` as keyword; the others by dynamic mapping.
 
 Children add their fields inside an object (one-to-one) or a `nested` array. `flattened` is
 Elasticsearch's name; the sink (`cdc.sink.elastic`) writes `flat_object` for OpenSearch.
@@ -97,6 +98,12 @@ def table_properties(options: FieldOptions, table: TableSchema) -> dict[str, Any
         spec = field_mapping(column, options)
         if spec is not None:
             properties[options.rename.get(column.name, column.name)] = spec
+    for name, computed in options.computed.items():
+        if computed.concat is not None:
+            keyword = {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}
+            properties[name] = {"type": "text", "fields": {"keyword": keyword}}
+        elif computed.date_format is not None:
+            properties[name] = {"type": "keyword"}
     return properties
 
 

@@ -35,12 +35,13 @@ from cdc.config.models import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.transform.checks import problems
+from cdc.transform.computed import Hook, apply_hook, compile_computed, load_hook
 from cdc.transform.convert import (
     Converter,
     ConvertOptions,
     always_omits,
     converter_for,
-    json_text_converter,
+    field_converter,
     passes_through,
 )
 from cdc.transform.filters import RowFilter
@@ -91,6 +92,11 @@ class Mapper:
         """The mapping's `where`, bound to the table (rows outside it have no document)."""
         self._pipeline = mapping.pipeline
         self._placement = self._compile_placement(time_zone)
+        self.hook: Hook | None = load_hook(mapping.transform) if mapping.transform else None
+        """The mapping's `transform` function (applied by the tree for a mapping with
+        children, after the children are in the document)."""
+        if self.hook is not None and not mapping.children:
+            self._document = self._hooked(self._document, self.hook, mapping.transform or "")
 
     def map(self, change: RowChange) -> list[Action]:
         """The document operations for one row change of this mapper's table, in order.
@@ -194,6 +200,12 @@ class Mapper:
         index, routing = self._place(row) if row is not None else (self.index, None)
         return Action("delete", index, self._join(key), None, key, routing)
 
+    @staticmethod
+    def _hooked(
+        document: Callable[[dict[str, Any]], dict[str, Any]], hook: Hook, spec: str
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda row: apply_hook(hook, spec, document(row), row)
+
     def _place(self, row: dict[str, Any]) -> tuple[str, str | None]:
         """The index and the routing of a row's document."""
         if self._placement is None:
@@ -265,9 +277,7 @@ def _options(mapping: FieldOptions, time_zone: ZoneInfo) -> ConvertOptions:
 
 
 def _converter(options: FieldOptions, column: Column, opts: ConvertOptions) -> Converter:
-    if column.name in options.json_columns and column.kind is not Kind.JSON:
-        return json_text_converter(column)
-    return converter_for(column, opts)
+    return field_converter(column, opts, options.json_columns)
 
 
 def document_builder(
@@ -277,8 +287,9 @@ def document_builder(
     static: dict[str, Any] | None = None,
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The function turning a row of `table` into the fields `options` make of it (the part of
-    a document one table gives), followed by `static`. The columns it names must exist
-    (checked by `cdc.transform.checks`); raises KeyError on a row image that lacks one."""
+    a document one table gives), followed by `static` and the computed fields. The columns it
+    names must exist (checked by `cdc.transform.checks`); raises KeyError on a row image that
+    lacks one."""
     opts = _options(options, time_zone)
     include = None if options.include is None else set(options.include)
     exclude = set(options.exclude)
@@ -288,7 +299,17 @@ def document_builder(
             continue
         name = options.rename.get(column.name, column.name)
         fields.append((column.name, name, _converter(options, column, opts)))
-    return _compile_document(fields, dict(static or {}))
+    document = _compile_document(fields, dict(static or {}))
+    computed = compile_computed(options, table, opts)
+    if computed is None:
+        return document
+
+    def with_computed(row: dict[str, Any]) -> dict[str, Any]:
+        built = document(row)
+        built.update(computed(row))
+        return built
+
+    return with_computed
 
 
 def _compile_document(

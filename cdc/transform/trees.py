@@ -22,7 +22,7 @@ text joins match exactly, not by the column's collation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from cdc.config import ChildMapping, TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import ForeignKey, RowChange, TableSchema
 from cdc.transform.checks import Problem, closest, field_names, field_problems
+from cdc.transform.computed import apply_hook
 from cdc.transform.mapping import Action, Mapper, document_builder
 
 Row = dict[str, Any]
@@ -237,12 +238,16 @@ class Tree:
         with `rows`: their children are read with `fetch`."""
         mapper = self.mapper(schema)
         extra = self._children(self.root, rows, fetch)
+        hook, spec = mapper.hook, self.mapping.transform or ""
         out = []
         for row, fields in zip(rows, extra, strict=True):
             actions = mapper.map_row(row)
-            for action in actions:
+            for number, action in enumerate(actions):
                 if action.source is not None:
                     action.source.update(fields)
+                    if hook is not None:
+                        source = apply_hook(hook, spec, action.source, row)
+                        actions[number] = replace(action, source=source)
             out.append(actions)
         return out
 

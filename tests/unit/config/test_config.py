@@ -507,9 +507,9 @@ def test_unknown_field_without_a_close_match(tmp_path: Path) -> None:
 
     assert error_lines(path) == [
         f"{path}:13: tables[0].colour: unknown field; known fields: include, exclude, rename, "
-        "decimal, binary, json_columns, json_fields, string_fields, table, index, routing, "
-        "pipeline, id_columns, id_separator, static, soft_delete, where, snapshot, "
-        "index_settings, index_mappings, children"
+        "decimal, binary, json_columns, json_fields, computed, string_fields, table, index, "
+        "routing, pipeline, transform, id_columns, id_separator, static, soft_delete, where, "
+        "snapshot, index_settings, index_mappings, children"
     ]
 
 

@@ -109,3 +109,42 @@ def test_a_period_template_must_give_valid_index_names() -> None:
                 "children": [{"table": "shop.lines", "field": "lines"}],
             }
         )
+
+
+def test_computed_fields_are_checked_against_the_table() -> None:
+    mapping = TableMapping.model_validate(
+        {
+            "table": "shop.orders",
+            "index": "orders",
+            "computed": {
+                "who": {"concat": {"columns": ["customr"]}},
+                "month": {"date_format": {"column": "note", "format": "%Y"}},
+                "w": {"json_path": {"column": "note", "path": "$.w"}},
+                "note": {"constant": 1},
+            },
+            "transform": "no_such_module_here:fn",
+        }
+    )
+
+    found = [p.message for p in problems(mapping, ORDERS)]
+
+    assert any("computed names unknown column 'customr'" in m for m in found), found
+    mapping = mapping.model_copy(
+        update={"computed": {k: v for k, v in mapping.computed.items() if k != "who"}}
+    )
+    found = [p.message for p in problems(mapping, ORDERS)]
+    assert any("date_format needs a DATE, DATETIME or TIMESTAMP column" in m for m in found)
+    assert any("json_path needs a JSON column" in m for m in found)
+    assert any("computed field 'note' collides" in m for m in found)
+    assert any("cannot import 'no_such_module_here'" in m for m in found)
+
+
+def test_a_computed_field_gives_exactly_one_kind() -> None:
+    with pytest.raises(ValueError, match="exactly one of"):
+        TableMapping.model_validate(
+            {
+                "table": "a.b",
+                "index": "i",
+                "computed": {"x": {"constant": 1, "concat": {"columns": ["a"]}}},
+            }
+        )
