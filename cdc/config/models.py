@@ -610,10 +610,6 @@ class TableMapping(FieldOptions):
     def _tree(self) -> TableMapping:
         if self.children and _is_glob(self.table):
             raise ValueError("a mapping with `children` must name one table, not a glob")
-        if self.children and (self.routing or index_template(self.index)):
-            raise ValueError(
-                "a mapping with `children` cannot have `routing` or an index per period yet"
-            )
         fields = [child.field for child in self.children]
         for name in fields:
             if fields.count(name) > 1:

@@ -270,6 +270,15 @@ class Loop:
             key = (name, change.op)
             self._counts[key] = self._counts.get(key, 0) + 1
         versions = self.versions
+        moves = self._trees.moves(trees, change)
+        if moves:
+            # Deleted where the document was, below the rebuild's version (its own slots).
+            first = versions.reserve(len(moves), name)
+            for slot, (tree, action) in enumerate(moves, first):
+                item = BulkItem(
+                    action, version(versions.open, slot), name, versions.gtid, tree.root.key
+                )
+                self.batch.add(item, self._clock())
         slot = versions.reserve(1, name)
         if not self.batch and not self._trees.pending:
             self.batch.started = self._clock()

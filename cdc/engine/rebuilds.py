@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from cdc.errors import SchemaChanged, SourceUnavailable
 from cdc.model.events import RowChange, TableSchema
 from cdc.sink.bulk import BulkItem
+from cdc.transform.mapping import Action
 from cdc.transform.trees import Lookup, Row, Tree, Values
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,10 @@ class Rebuilds:
             self._seen.clear()
         self._seen[id(table)] = (table, trees)
         return trees
+
+    def moves(self, trees: list[Tree], change: RowChange) -> list[tuple[Tree, Action]]:
+        """The deletes a root change makes where its document was (`Tree.moves`)."""
+        return [(tree, action) for tree in trees for action in tree.moves(change)]
 
     def touch(self, trees: list[Tree], change: RowChange, version: int, gtid: str | None) -> int:
         """Note the documents a change of the open transaction affects; returns how many

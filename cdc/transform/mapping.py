@@ -92,6 +92,8 @@ class Mapper:
         """The mapping's `where`, bound to the table (rows outside it have no document)."""
         self._pipeline = mapping.pipeline
         self._placement = self._compile_placement(time_zone)
+        self.placed = self._placement is not None
+        """Whether a document's index or routing depends on its row (not only its id)."""
         self.hook: Hook | None = load_hook(mapping.transform) if mapping.transform else None
         """The mapping's `transform` function (applied by the tree for a mapping with
         children, after the children are in the document)."""

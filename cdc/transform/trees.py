@@ -176,6 +176,19 @@ class Tree:
                     found.append(_up(node, tuple(image[c] for c in node.up_cols)))
         return found
 
+    def moves(self, change: RowChange) -> list[Action]:
+        """The deletes a change of the root table makes where its document was, when the
+        documents are placed by their rows (`routing`, an index per period): a deleted root,
+        or one whose id, routing or period changed. (Rebuilds write where the row is now; a
+        root gone by then is not deleted by them, so these deletes must come from the row
+        image.)"""
+        if change.table.name != self.mapping.table or change.before is None:
+            return []
+        mapper = self.mapper(change.table)
+        if not mapper.placed:
+            return []
+        return [a for a in mapper.map(change) if a.op == "delete"]
+
     def resolve(self, lookups: dict[Lookup, dict[Values, Any]], fetch: Fetch) -> dict[Values, Any]:
         """The root keys (id column values) the lookups come to, each with the greatest tag
         (a version) of the lookups that led to it. Reads each table once per level, deepest
@@ -216,7 +229,8 @@ class Tree:
     def build(self, keys: Iterable[Values], fetch: Fetch) -> list[tuple[Values, list[Action]]]:
         """The operations that make the index hold the documents of the root rows with these
         id column values as MySQL has them now: an index of the whole document, or a delete
-        when the row is gone (or soft-deleted)."""
+        when the row is gone (or soft-deleted; a gone row of placed documents gives none:
+        see `moves`)."""
         wanted = list(dict.fromkeys(keys))
         schema, rows = fetch(self.root.table, self.root.key, wanted, ())
         done = {
@@ -228,8 +242,10 @@ class Tree:
         for values in wanted:
             actions = done.get(values)
             if actions is None:
+                # Gone: deleted here, unless its place depends on the row, which `moves`
+                # deleted from the row image.
                 key = mapper.key(dict(zip(self.root.key, values, strict=True)))
-                actions = [mapper.delete(key)]
+                actions = [] if mapper.placed else [mapper.delete(key)]
             result.append((values, actions))
         return result
 

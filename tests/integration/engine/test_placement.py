@@ -190,3 +190,81 @@ def _put(url: str, path: str, body: bytes) -> tuple[int, bytes]:
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return resp.status, resp.read()
+
+
+def test_documents_from_several_tables_follow_their_root_between_months_and_shards(
+    mariadb: MariaDB, osmem: Osmem, fresh_db: str, tmp_path: Path
+) -> None:
+    prefix = fresh_db.replace("_", "-")
+    mariadb.sql(
+        "CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(20) NOT NULL,"
+        " created_at DATETIME NOT NULL, total DECIMAL(10,2) NOT NULL)",
+        db=fresh_db,
+    )
+    mariadb.sql(
+        "CREATE TABLE notes (id INT PRIMARY KEY, order_id INT NOT NULL, body VARCHAR(20),"
+        " KEY (order_id))",
+        db=fresh_db,
+    )
+    rng = random.Random(8)
+    mariadb.sql(
+        "INSERT INTO orders VALUES "
+        + ", ".join(
+            f"({i}, '{rng.choice(['ann', 'bob'])}', '2024-0{rng.randint(1, 3)}-05 10:00:00', {i})"
+            for i in range(1, 61)
+        ),
+        db=fresh_db,
+    )
+    mariadb.sql(
+        "INSERT INTO notes VALUES "
+        + ", ".join(f"({i}, {rng.randint(1, 60)}, 'n{i}')" for i in range(1, 91)),
+        db=fresh_db,
+    )
+    config = write_config(
+        tmp_path / "c.yaml",
+        port=mariadb.port,
+        es_url=osmem.url,
+        tables=[
+            {
+                "table": f"{fresh_db}.orders",
+                "index": prefix + "-orders-{created_at:%Y.%m}",
+                "routing": "customer",
+                "children": [
+                    {
+                        "table": f"{fresh_db}.notes",
+                        "field": "notes",
+                        "join": {"order_id": "id"},
+                        "include": ["body"],
+                    }
+                ],
+            }
+        ],
+        snapshot={"mode": "initial"},
+    )
+
+    def expected() -> dict[str, dict[str, Any]]:
+        out = _months(mariadb, fresh_db)
+        notes: dict[int, list[dict[str, Any]]] = {}
+        for order_id, body in mariadb.query(
+            "SELECT order_id, body FROM notes ORDER BY id", db=fresh_db
+        ):
+            notes.setdefault(order_id, []).append({"body": body})
+        for docs in out.values():
+            for doc, _ in docs.values():
+                doc["notes"] = notes.get(doc["id"], [])
+        return out
+
+    run_until_caught_up(config)
+    assert _index(osmem, prefix) == expected()
+    for round_ in range(3):
+        _workload(mariadb, fresh_db, rng, 100)
+        conn = mariadb.connect(database=fresh_db, autocommit=True)
+        with conn.cursor() as cur:
+            for _ in range(40):
+                cur.execute(
+                    "UPDATE notes SET order_id = %s, body = %s WHERE id = %s",
+                    (rng.randint(1, 130), f"m{rng.randint(0, 9)}", rng.randint(1, 90)),
+                )
+        conn.close()
+        run_until_caught_up(config)
+        assert _index(osmem, prefix) == expected(), f"after round {round_}"

@@ -101,14 +101,6 @@ def test_routing_and_period_columns_must_fit_the_table(
 def test_a_period_template_must_give_valid_index_names() -> None:
     with pytest.raises(ValueError, match="valid index name"):
         TableMapping(table="shop.orders", index="Orders-{created_at}")
-    with pytest.raises(ValueError, match="cannot have `routing` or an index per period"):
-        TableMapping.model_validate(
-            {
-                "table": "shop.orders",
-                "index": "orders-{created_at}",
-                "children": [{"table": "shop.lines", "field": "lines"}],
-            }
-        )
 
 
 def test_computed_fields_are_checked_against_the_table() -> None:
