@@ -20,7 +20,7 @@ import typer
 
 from cdc.cli.common import ConfigOption, paragraphs, source
 from cdc.config import ConnectorConfig, load_config
-from cdc.config.models import index_template
+from cdc.config.mappings import index_template
 from cdc.engine.startup import check_mappings
 from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint

@@ -8,28 +8,32 @@
 4. validate the result against `ConnectorConfig`, reporting every problem as one line of a
    `ConfigError` (`file:line: field.path: what is wrong (got value)`).
 
-`loading` holds steps 1 to 3 and `load_config`, `models` the pydantic models and validators,
-`problems` the one-line messages for validation errors. This module only re-exports.
+`loading` holds steps 1 to 3 and `load_config`; `models` the connector's pydantic models and
+`mappings` the table mappings' (on the shared `base`), `expressions` the syntax of `where:`;
+`schema` the JSON Schema for editors; `problems` the one-line messages for validation errors.
+This module only re-exports.
 """
 
 from cdc.config.loading import load_config
+from cdc.config.mappings import (
+    ChildMapping,
+    Computed,
+    FieldOptions,
+    SnapshotMode,
+    SoftDelete,
+    TableMapping,
+    Through,
+)
 from cdc.config.models import (
     BulkConfig,
     CheckpointConfig,
-    ChildMapping,
-    Computed,
     ConnectorConfig,
-    FieldOptions,
     FileStoreConfig,
     MetricsConfig,
     RedisStoreConfig,
     SinkConfig,
     SnapshotConfig,
-    SnapshotMode,
-    SoftDelete,
     SourceConfig,
-    TableMapping,
-    Through,
     TlsConfig,
     VerifyConfig,
 )

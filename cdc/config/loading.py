@@ -35,8 +35,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cdc.config.base import dotted as _dotted
 from cdc.config.models import ConnectorConfig
-from cdc.config.models import dotted as _dotted
 from cdc.config.problems import _line, _Origin, _problems, _show
 from cdc.errors import ConfigError
 

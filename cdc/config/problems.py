@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from cdc.config.base import dotted as _dotted
 from cdc.config.models import ConnectorConfig
-from cdc.config.models import dotted as _dotted
 
 
 @dataclass(frozen=True)

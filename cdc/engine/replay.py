@@ -29,7 +29,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import ConnectorConfig
-from cdc.config.models import index_template
+from cdc.config.mappings import index_template
 from cdc.engine.ports import ReplayRows, Writer
 from cdc.engine.rebuilds import fetcher
 from cdc.errors import CdcError, MappingError

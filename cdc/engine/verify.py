@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from cdc.config import ConnectorConfig, TableMapping
-from cdc.config.models import index_template
+from cdc.config.mappings import index_template
 from cdc.engine.ports import Documents, VerifyRows, Writer
 from cdc.engine.rebuilds import fetcher
 from cdc.engine.snapshotter import read_tree_chunk

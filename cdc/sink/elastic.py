@@ -36,7 +36,7 @@ from elastic_transport import (
 )
 
 from cdc.config import SinkConfig, TableMapping
-from cdc.config.models import IndexTemplate, index_template
+from cdc.config.mappings import IndexTemplate, index_template
 from cdc.errors import CdcError, SinkUnavailable, TransientError
 from cdc.retry import Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error

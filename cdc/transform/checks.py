@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc.config import FieldOptions, TableMapping
-from cdc.config.models import index_template
+from cdc.config.mappings import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, TableSchema
 from cdc.transform import filters

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from cdc.config import FieldOptions, TableMapping
-from cdc.config.models import index_template
+from cdc.config.mappings import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.transform.checks import problems

@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cdc.config import TableMapping
+from cdc.config.expressions import FilterError, parse
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.transform.checks import problems
-from cdc.transform.filters import FilterError, RowFilter, parse
+from cdc.transform.filters import RowFilter
 from cdc.transform.mapping import Mapper
 
 ITEMS = TableSchema(
