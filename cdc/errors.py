@@ -17,6 +17,7 @@ policy every retrying loop uses.
     └── TransientError            a link is down; retried with backoff
         ├── SourceUnavailable     MySQL/MariaDB unreachable or the stream broke
         ├── SinkUnavailable       Elasticsearch unreachable, 429 or 5xx
+        │   └── SinkUnreachable   no answer at all (connection refused or reset, timeout)
         └── CheckpointUnavailable Redis (or the checkpoint file) unreachable
 """
 
@@ -80,6 +81,11 @@ class SourceUnavailable(TransientError):
 
 class SinkUnavailable(TransientError):
     """Elasticsearch/OpenSearch is unreachable, overloaded (429) or failing (5xx)."""
+
+
+class SinkUnreachable(SinkUnavailable):
+    """Elasticsearch did not answer at all: the link is down, not the cluster busy, so it is
+    probed cheaply (not sent the whole batch again) until it answers."""
 
 
 class CheckpointUnavailable(TransientError):

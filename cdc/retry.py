@@ -22,6 +22,11 @@ from cdc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+PROBE_SECONDS = 2.0
+"""The longest wait between two tries of a link that is down: an outage costs its own length
+and at most about this much more (a busy cluster answering 429 backs off further, up to
+`sink.max_backoff`)."""
+
 T = TypeVar("T")
 
 
@@ -29,7 +34,7 @@ class Backoff:
     """Capped exponential backoff with jitter: each wait is a random 50-100% of a delay that
     starts at `first` seconds and doubles up to `cap`; `reset` after a success."""
 
-    def __init__(self, first: float = 0.2, cap: float = 30.0) -> None:
+    def __init__(self, first: float = 0.2, cap: float = PROBE_SECONDS) -> None:
         self.first = first
         self.cap = cap
         self._delay = first

@@ -192,7 +192,7 @@ class Pipeline:
         """Read, map and send until stopped or caught up, reconnecting the source as needed."""
         loop = self.loop
         assert loop is not None
-        backoff = Backoff(first=0.2, cap=30.0)
+        backoff = Backoff(first=0.2)
         while not self.stop.is_set():
             feed = Handoff(self.source.stream(loop.position, info))
             try:

@@ -61,7 +61,7 @@ class Recorder:
         self._wake.set()
 
     def _run(self) -> None:
-        backoff = Backoff(first=0.2, cap=2.0)
+        backoff = Backoff(first=0.2)
         try:
             while not self._closed.is_set():
                 self._wake.wait(timeout=HEARTBEAT_INTERVAL / 2)

@@ -142,7 +142,7 @@ class Snapshotter:
 
     def _run(self) -> None:
         reader = self._rows()
-        backoff = Backoff(first=1.0, cap=30.0)
+        backoff = Backoff(first=0.5)
         try:
             while not self._stop.is_set():
                 todo = self._next(self._load())

@@ -34,11 +34,12 @@ from elastic_transport import (
     Transport,
     TransportError,
 )
+from elastic_transport.client_utils import DEFAULT
 
 from cdc.config import SinkConfig, TableMapping
 from cdc.config.mappings import IndexTemplate, index_template
-from cdc.errors import CdcError, SinkUnavailable, TransientError
-from cdc.retry import Backoff
+from cdc.errors import CdcError, SinkUnavailable, SinkUnreachable, TransientError
+from cdc.retry import PROBE_SECONDS, Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class ElasticSink:
             [_node(u, cfg) for u in cfg.urls],
             max_retries=0,
             retry_on_timeout=False,
+            # The pool's own dead-node timeout (up to 30 s) would delay the first request
+            # after a heal; the connector's probing decides when to try again instead.
+            dead_node_backoff_factor=0.1,
+            max_dead_node_backoff=0.5,
             meta_header=False,
             # orjson parses a 1,000-item bulk response about ten times faster than json.
             serializers={"application/json": OrjsonSerializer()},
@@ -93,20 +98,33 @@ class ElasticSink:
     # -- plumbing ---------------------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, ndjson: bool = False
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        ndjson: bool = False,
+        timeout: float | None = None,
     ) -> tuple[int, Any]:
-        """One HTTP request; returns (status, decoded body). Raises SinkUnavailable on
-        connection errors and timeouts, never for HTTP error statuses."""
+        """One HTTP request (`timeout`: seconds instead of `sink.request_timeout`); returns
+        (status, decoded body). Raises SinkUnreachable on connection errors and timeouts,
+        never for HTTP error statuses."""
         headers = {"accept": "application/json"}
         if body is not None:
             headers["content-type"] = "application/x-ndjson" if ndjson else "application/json"
         try:
-            resp = self._transport.perform_request(method, path, body=body, headers=headers)
+            resp = self._transport.perform_request(
+                method, path, body=body, headers=headers, request_timeout=timeout or DEFAULT
+            )
         except TransportConnectionError as exc:
-            raise SinkUnavailable(f"Elasticsearch unreachable: {exc.message}") from exc
+            raise SinkUnreachable(f"Elasticsearch unreachable: {exc.message}") from exc
         except TransportError as exc:
-            raise SinkUnavailable(f"Elasticsearch request failed: {exc.message}") from exc
+            raise SinkUnreachable(f"Elasticsearch request failed: {exc.message}") from exc
         return resp.meta.status, resp.body
+
+    def probe(self) -> None:
+        """One cheap request (`HEAD /`, a short timeout); SinkUnreachable while the cluster
+        does not answer."""
+        self.request("HEAD", "/", timeout=min(PROBE_SECONDS, self._cfg.request_timeout))
 
     def _check_status(self, status: int, body: Any, what: str) -> None:
         if status < 300:
@@ -258,6 +276,21 @@ class ElasticSink:
                 )
         return found
 
+    def _until_reachable(
+        self, stop: threading.Event | None, on_retry: Callable[[BaseException], None] | None
+    ) -> None:
+        """Probe a cluster that does not answer every `PROBE_SECONDS` or so, instead of
+        sending it the whole batch again, until it answers."""
+        probing = Backoff(first=0.2)
+        while True:
+            probing.wait(stop)
+            try:
+                self.probe()
+                return
+            except SinkUnreachable as exc:
+                if on_retry is not None:
+                    on_retry(exc)
+
     def scan_ids(
         self, index: str, page: int, keep_alive: float = 120.0
     ) -> Generator[list[str], None, None]:
@@ -341,6 +374,11 @@ class ElasticSink:
         while pending:
             try:
                 results = self.bulk_once(pending)
+            except SinkUnreachable as exc:
+                if on_retry is not None:
+                    on_retry(exc)
+                self._until_reachable(stop, on_retry)
+                continue
             except TransientError as exc:
                 if on_retry is not None:
                     on_retry(exc)
