@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-packages=(mariadb-server mariadb-client redis-server python3-venv python3-dev build-essential curl prometheus)
+packages=(mariadb-server mariadb-client redis-server redis-sentinel python3-venv python3-dev build-essential curl prometheus)
 venv=.venv
 stamp=$venv/.installed-pyproject.sha256
 

@@ -1,4 +1,4 @@
-"""Throwaway servers for integration tests: MariaDB, Redis and osmem-server.
+"""Throwaway servers for integration tests: MariaDB, Redis, Redis Sentinel and osmem-server.
 
 Each server runs as a child process on a free port of 127.0.0.1, with its data, socket and log
 in its own temporary directory. A server can be stopped gracefully (`stop`, SIGTERM), killed
@@ -487,6 +487,104 @@ class Redis(Server):
         return redis.Redis(
             host=self.host, port=self.port, db=db, decode_responses=True, socket_timeout=5
         )
+
+
+class Sentinel(Server):
+    """A Redis Sentinel watching one master as `master_name`, quick to act: a master is down
+    after 1 s of silence, and a failover is given up after 3 s. Quorum 1, so one Sentinel can
+    fail over on its own. With `password`, the Sentinel itself asks for it (`requirepass`);
+    `auth_pass` is the monitored master's password.
+
+    Sentinel rewrites its config file as it learns replicas and other Sentinels; the file stays
+    in the server's directory, so a restart keeps what it learnt.
+    """
+
+    name = "sentinel"
+    startup_timeout = 20.0
+    master_name = "cdc"
+
+    def __init__(
+        self,
+        master_port: int,
+        password: str | None = None,
+        auth_pass: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self._binary = find_binary("redis-sentinel", "redis-sentinel")
+        self.master_port = master_port
+        self.password = password
+        self.auth_pass = auth_pass
+        super().__init__(port)
+        self.config_path = self.dir / "sentinel.conf"
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:<port>`, as `checkpoint.redis.sentinels` lists it."""
+        return f"{self.host}:{self.port}"
+
+    def prepare(self) -> None:
+        name = self.master_name
+        lines = [
+            f"port {self.port}",
+            f"bind {self.host}",
+            f"dir {self.dir}",
+            f"sentinel monitor {name} {self.host} {self.master_port} 1",
+            f"sentinel down-after-milliseconds {name} 1000",
+            f"sentinel failover-timeout {name} 3000",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+        if self.auth_pass is not None:
+            lines.append(f"sentinel auth-pass {name} {self.auth_pass}")
+        if self.password is not None:
+            lines.append(f"requirepass {self.password}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return [self._binary, str(self.config_path), "--daemonize", "no"]
+
+    def answers(self) -> bool:
+        probe = redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            with probe:
+                return bool(probe.info("server")["process_id"] == self.pid)
+        except (redis.exceptions.RedisError, OSError):
+            return False
+
+    def client(self) -> redis.Redis:
+        """A redis-py client of this Sentinel (for SENTINEL commands), returning str values."""
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            decode_responses=True,
+            socket_timeout=5,
+        )
+
+    def master_address(self) -> tuple[str, int]:
+        """The address this Sentinel gives for the master now."""
+        with self.client() as client:
+            host, port = client.execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+            )
+        return str(host), int(port)
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """The replicas this Sentinel knows of the master, as SENTINEL REPLICAS gives them."""
+        with self.client() as client:
+            found: list[dict[str, Any]] = client.sentinel_slaves(self.master_name)
+        return found
+
+    def failover(self) -> None:
+        """Promote a replica now, as if the master had failed (SENTINEL FAILOVER)."""
+        with self.client() as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.master_name)
 
 
 class Osmem(Server):

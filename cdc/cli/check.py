@@ -21,6 +21,7 @@ import typer
 from cdc.cli.common import ConfigOption, paragraphs, source
 from cdc.config import ConnectorConfig, load_config
 from cdc.config.mappings import index_template
+from cdc.config.problems import mask_url
 from cdc.engine.startup import check_mappings
 from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint
@@ -106,17 +107,19 @@ def _check_store(cfg: ConnectorConfig, report: _Report) -> Checkpoint | CdcError
     that kept it from being read)."""
     try:
         with open_stores(cfg) as stores:
-            where = stores.checkpoints.describe()
             stored = stores.checkpoints.load()
             stores.heartbeats.read()
+            # Named once reached: through Sentinel, that is when the master's address is known.
+            where = stores.checkpoints.describe()
     except CdcError as exc:
-        report.error(
-            "checkpoint_store",
-            exc,
-            "check checkpoint.redis.url and that Redis is up"
-            if cfg.checkpoint.redis
-            else "check checkpoint.file.path",
-        )
+        redis = cfg.checkpoint.redis
+        if redis is None:
+            fix = "check checkpoint.file.path"
+        elif redis.sentinels:
+            fix = "check checkpoint.redis.sentinels and master, and that the Sentinels are up"
+        else:
+            fix = "check checkpoint.redis.url and that Redis is up"
+        report.error("checkpoint_store", exc, fix)
         return exc
     # The write is tried on a scratch checkpoint next to the real one (same prefix, same
     # directory), so a running connector is not disturbed.
@@ -202,7 +205,7 @@ def _check_mappings(cfg: ConnectorConfig, report: _Report) -> dict[str, dict[str
 
 
 def _check_sink(cfg: ConnectorConfig, report: _Report, fields: dict[str, dict[str, Any]]) -> None:
-    urls = ", ".join(cfg.sink.urls)
+    urls = ", ".join(mask_url(url) for url in cfg.sink.urls)
     sink = ElasticSink(cfg.sink)
     try:
         try:

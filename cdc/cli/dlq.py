@@ -25,6 +25,7 @@ from cdc.cli.common import (
     setup_command_logging,
 )
 from cdc.config import ConnectorConfig
+from cdc.config.problems import mask_url
 from cdc.engine.replay import Outcome, ReplayReport, replay
 from cdc.errors import CdcError, Interrupted
 from cdc.model.letters import DeadLetter, parse_id
@@ -113,10 +114,11 @@ def replay_letters(
         if count == 0:
             typer.echo(f"Nothing to replay: the dead-letter queue is empty ({dlq.describe()}).")
             return
+        urls = ", ".join(mask_url(url) for url in cfg.sink.urls)
         confirm(
             yes,
             f"Replay {_letters(count)} from {dlq.describe()}: re-read the rows from "
-            f"{cfg.source.host}:{cfg.source.port} and send them to {', '.join(cfg.sink.urls)}?",
+            f"{cfg.source.host}:{cfg.source.port} and send them to {urls}?",
             "replaying",
         )
         report = ReplayReport()

@@ -10,7 +10,8 @@ written as a comment saying why.
 
 The password is read from an environment variable (`--password-env`, `MYSQL_PASSWORD` unless
 told otherwise) or `--password`, and only the variable's name is written (`${MYSQL_PASSWORD}`),
-so the secret never lands in the file. The config goes to stdout, or to `--output`, which is
+so the secret never lands in the file; a password in `--redis-url` is written as
+`${REDIS_PASSWORD}` the same way. The config goes to stdout, or to `--output`, which is
 never overwritten without `--force`; what was written and left out is said on stderr.
 """
 
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 
 from cdc.cli.common import fail, fail_with, paragraphs
 from cdc.config import RedisStoreConfig, SinkConfig, SourceConfig, load_config
+from cdc.config.problems import mask_url, split_url_password
 from cdc.errors import CdcError, SourceUnavailable
 from cdc.model.events import Kind, TableSchema
 from cdc.model.position import ServerInfo
@@ -212,7 +214,8 @@ def init(
             code=2,
         )
     text = render(plan)
-    _validate(text, password_env, secret)
+    _, redis_secret, _ = split_url_password(redis_url or "")
+    _validate(text, {password_env: secret, **_redis_env(redis_secret)})
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -239,13 +242,16 @@ def _check_arguments(
         fail("give --redis-url or --checkpoint-dir, not both", code=2)
     try:
         SinkConfig(urls=urls)
-    except ValidationError:
-        fail(f"--es-url {', '.join(urls)}: must be an http:// or https:// URL with a host", code=2)
+    except ValidationError as exc:
+        shown = ", ".join(mask_url(url) for url in urls)
+        why = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        fail(f"--es-url {shown}: {why}", code=2)
     if redis_url is not None:
         try:
             RedisStoreConfig(url=redis_url)
         except ValidationError:
-            fail(f"--redis-url {redis_url!r}: must be a redis://, rediss:// or unix:// URL", code=2)
+            shown = mask_url(redis_url)
+            fail(f"--redis-url {shown!r}: must be a redis://, rediss:// or unix:// URL", code=2)
     if name is not None and not _NAME.match(name):
         fail(
             f"--name {name!r} is not a connector name",
@@ -338,13 +344,22 @@ def _random_server_id(avoid: int = 0) -> int:
             return chosen
 
 
-def _validate(text: str, password_env: str, secret: str) -> None:
-    """The config must load as `cdc check` loads it; a failure here is a bug of `render`."""
+REDIS_PASSWORD_ENV = "REDIS_PASSWORD"
+"""The variable a password given in `--redis-url` is read from, instead of being written."""
+
+
+def _redis_env(password: str | None) -> dict[str, str]:
+    return {} if password is None else {REDIS_PASSWORD_ENV: password}
+
+
+def _validate(text: str, secrets: dict[str, str]) -> None:
+    """The config must load as `cdc check` loads it (with `secrets` in the environment); a
+    failure here is a bug of `render`."""
     with tempfile.TemporaryDirectory(prefix="cdc-init-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(text, encoding="utf-8")
         try:
-            load_config(path, {**os.environ, password_env: secret})
+            load_config(path, {**os.environ, **secrets})
         except CdcError as exc:
             fail(
                 f"the config written does not load: {exc.message}",
@@ -379,7 +394,10 @@ def _summary(plan: Plan) -> str:
     if unnamed:
         lines.append(f"left out, a name a mapping cannot hold: {', '.join(unnamed)}")
     check = "cdc check -c " + ("FILE" if plan.output is None else str(plan.output))
-    lines.append(f"next: export {plan.password_env}=... and run `{check}`")
+    exports = [plan.password_env]
+    if split_url_password(plan.redis_url or "")[1] is not None:
+        exports.append(REDIS_PASSWORD_ENV)
+    lines.append(f"next: export {'=... '.join(exports)}=... and run `{check}`")
     return "\n".join(lines)
 
 
@@ -587,7 +605,19 @@ def _render_checkpoint(out: _Writer, plan: Plan) -> None:
     if plan.redis_url is not None:
         out.comment("The position is kept in Redis, under `<key_prefix>:<name>:`.", 2)
         out.line("  redis:")
-        out.key("url", plan.redis_url, 4)
+        head, password, rest = split_url_password(plan.redis_url)
+        if password is None:
+            out.key("url", plan.redis_url, 4)
+        else:
+            out.comment(
+                f"The password is read from {REDIS_PASSWORD_ENV} when the connector starts "
+                "(as written in a URL: `%40` for `@`).",
+                4,
+            )
+            # The URL is escaped like any value, and then the reference put in unescaped.
+            placeholder = "CDCINITREDISPASSWORD"
+            url = _scalar(f"{head}:{placeholder}@{rest}")
+            out.line("    url: " + url.replace(placeholder, f"${{{REDIS_PASSWORD_ENV}}}"))
         out.key("key_prefix", "cdc", 4)
     else:
         out.comment(

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from cdc.config.base import dotted as _dotted
 from cdc.config.models import ConnectorConfig
-from cdc.config.problems import _line, _Origin, _problems, _show
+from cdc.config.problems import _is_secret, _line, _Origin, _problems, _show
 from cdc.errors import ConfigError
 
 _REFERENCE = re.compile(
@@ -53,6 +53,8 @@ class _Reference:
 
     text: str
     shown: str
+    """The reference as the error quotes it; empty in a secret's line (a password may hold a
+    `${`, and what follows it is part of the secret)."""
     name: str | None
     default: str | None
     line: int
@@ -64,8 +66,9 @@ class _Reference:
         if self.text == "$${":
             return "${", None
         if self.name is None:
+            what = f"`{self.shown}` is" if self.shown else "a `${` that is"
             return "", ConfigError(
-                f"{where}: `{self.shown}` is not a valid variable reference",
+                f"{where}: {what} not a valid variable reference",
                 hint="write ${NAME} or ${NAME:-default}, or $${ for a literal ${",
             )
         value = env.get(self.name)
@@ -79,17 +82,28 @@ class _Reference:
         )
 
 
+_KEY = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*)\s*:")
+
+
+def _secret_line(line: str) -> bool:
+    key = _KEY.match(line)
+    return "://" in line or (key is not None and _is_secret(key[1]))
+
+
 def _find_references(text: str) -> list[tuple[re.Match[str], _Reference]]:
     found = []
     for match in _REFERENCE.finditer(text):
         line_start = text.rfind("\n", 0, match.start()) + 1
         line = text.count("\n", 0, match.start()) + 1
         column = match.start() - line_start + 1
-        # Show a malformed reference up to its closing brace or the end of the word.
+        # Show a malformed reference up to its closing brace or the end of the word, unless
+        # the line holds a secret: a password, or a URL that may carry one.
         shown = re.match(r"\$\{[^}\s]{0,40}\}?", text[match.start() :])
+        line_end = text.find("\n", match.start())
+        secret = _secret_line(text[line_start : line_end if line_end >= 0 else len(text)])
         reference = _Reference(
             text=match[0],
-            shown=shown[0] if shown else match[0],
+            shown="" if secret else shown[0] if shown else match[0],
             name=match[1],
             default=match[2],
             line=line,

@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -141,6 +142,14 @@ class BulkConfig(ConfigModel):
 def _http_url(url: str) -> str:
     if not re.match(r"^https?://[^/\s?#]+", url):
         raise ValueError("must be an http:// or https:// URL with a host")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # They would not be sent: the client takes only scheme, host, port and path from a URL.
+        raise PydanticCustomError(
+            "credentials_in_url",
+            "must not hold credentials; give them as sink.username/sink.password or "
+            "sink.api_key",
+        )
     return url
 
 
@@ -162,7 +171,8 @@ class SinkConfig(ConfigModel):
     request_timeout: float = Field(30.0, gt=0)
     """Seconds to wait for a response before the request is retried."""
     max_backoff: float = Field(30.0, gt=0)
-    """Cap, in seconds, of the exponential backoff between retries."""
+    """Cap, in seconds, of the exponential backoff while the cluster answers 429 or 5xx (one
+    that does not answer at all is probed every 2 s or so instead)."""
     on_rejected: Literal["dlq", "fail"] = "dlq"
     """A document the cluster rejects for its content (mapping or parse error, too large):
     `dlq` parks it in the dead-letter queue and goes on; `fail` stops the connector."""
@@ -181,20 +191,77 @@ class SinkConfig(ConfigModel):
         return self
 
 
-class RedisStoreConfig(ConfigModel):
-    """Checkpoints in Redis (the production choice)."""
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be `host:port`, e.g. `10.0.0.1:26379`")
+    return value
 
-    url: str
-    """Redis URL, e.g. `redis://localhost:6379/0` (`rediss://` for TLS)."""
+
+class RedisStoreConfig(ConfigModel):
+    """Checkpoints in Redis (the production choice): one server named by `url`, or the master
+    that Redis Sentinel names (`sentinels` and `master`), followed across failovers."""
+
+    url: str | None = None
+    """Redis URL, e.g. `redis://localhost:6379/0` (`rediss://` for TLS). With `sentinels` it is
+    optional and has no host: `redis://:password@/0` gives the master's password (or
+    `user:password`), database and TLS (`rediss://`), and the Sentinels give its address."""
+    sentinels: list[Annotated[str, AfterValidator(_host_port)]] = Field(default_factory=list)
+    """Redis Sentinels as `host:port`, e.g. `[10.0.0.1:26379, 10.0.0.2:26379]`. Any one that
+    answers names the current master; after a failover the connector reconnects to the new
+    one. Give them with `master`, instead of a host in `url`."""
+    master: str | None = None
+    """The name the Sentinels monitor the master under (`sentinel monitor <name> ...`);
+    required with `sentinels`."""
+    sentinel_password: str | None = None
+    """Password of the Sentinels themselves (their `requirepass`), if they have one. The
+    master's password goes in `url`."""
     key_prefix: str = "cdc"
     """Prefix of every key the connector writes."""
 
     @field_validator("url")
     @classmethod
-    def _redis_url(cls, url: str) -> str:
-        if not re.match(r"^(redis|rediss|unix)://", url):
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^(redis|rediss|unix)://", url):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return url
+
+    @field_validator("master")
+    @classmethod
+    def _master_name(cls, master: str | None) -> str | None:
+        if master is not None and not master.strip():
+            raise ValueError("must not be empty")
+        return master
+
+    @field_validator("sentinel_password", mode="before")
+    @classmethod
+    def _blank_sentinel_password(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @model_validator(mode="after")
+    def _one_way_to_the_server(self) -> RedisStoreConfig:
+        if not self.sentinels:
+            if self.url is None:
+                raise ValueError(
+                    "give `url` (one Redis server), or `sentinels` and `master` (Redis Sentinel)"
+                )
+            if self.master is not None or self.sentinel_password is not None:
+                given = "`master`" if self.master is not None else "`sentinel_password`"
+                raise ValueError(f"{given} needs `sentinels`, the Sentinels' `host:port` list")
+            return self
+        if self.master is None:
+            raise ValueError(
+                "`sentinels` needs `master`, the name the Sentinels monitor the master under"
+            )
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme == "unix" or parts.hostname or parts.port:
+                raise ValueError(
+                    "with `sentinels`, `url` must not name a server (the Sentinels name the "
+                    "master): give `redis://:password@/0` or `rediss://...` without a host, or "
+                    "leave `url` out"
+                )
+        return self
 
 
 class FileStoreConfig(ConfigModel):

@@ -49,6 +49,11 @@ def _line(node: yaml.Node) -> int:
 _SECRETS = frozenset({"password", "api_key"})
 
 
+def _is_secret(part: str | int) -> bool:
+    # `sentinel_password` and any other `*_password` field are secrets too.
+    return isinstance(part, str) and (part in _SECRETS or part.endswith("_password"))
+
+
 def _line_at(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """The line of the deepest part of `loc` present in the file (a key's line for keys)."""
     if node is None:
@@ -123,9 +128,27 @@ def _suggest(word: Any, choices: list[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):([^/@]*)@")
+
+
+def split_url_password(url: str) -> tuple[str, str | None, str]:
+    """`scheme://user:password@rest` as (`scheme://user`, `password`, `rest`); a URL without a
+    password as (url, None, "")."""
+    found = _URL_PASSWORD.match(url)
+    if found is None:
+        return url, None, ""
+    return found.group(1), found.group(2), url[found.end() :]
+
+
+def mask_url(url: str) -> str:
+    """`url` with the password of its `user:password@` part, if any, replaced by `***`."""
+    head, password, rest = split_url_password(url)
+    return url if password is None else f"{head}:***@{rest}"
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", value)
+        return mask_url(value)
     if isinstance(value, list):
         return [_mask(item) for item in value]
     return value
@@ -209,7 +232,7 @@ def _problem(err: ErrorDetails, root: _Origin, origins: list[_Origin]) -> tuple[
     message, suggestion = _describe(err)
     value = err.get("input")
     if err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict):
-        hidden = bool(loc) and loc[-1] in _SECRETS
+        hidden = bool(loc) and _is_secret(loc[-1])
         message += " (value hidden)" if hidden else f" (got {_show(value)})"
     if suggestion:
         message += f"; {suggestion}"

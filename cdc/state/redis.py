@@ -11,20 +11,33 @@ Keys, all namespaced by the configured prefix and the connector name:
                                  with one field, `letter` (JSON, `cdc.model.letters`); never
                                  trimmed by the connector, only by `cdc dlq replay`/`purge`
 
-The four stores share one client (a thread-safe connection pool). Redis errors become
-`CheckpointUnavailable` (retried), except for authentication failures, which retrying cannot
-fix.
+The four stores share one client (a thread-safe connection pool), to one server (`url`) or to
+the master that Redis Sentinel names (`sentinels` and `master`). Through Sentinel, redis-py's
+pool asks the Sentinels for the master's address whenever it connects, and drops connections to
+a master that was demoted, so after a failover the next retry reaches the new master. A master
+replaced while it is still up goes on accepting writes for seconds, and loses them when Sentinel
+turns it into a replica; so checkpoint writes and dead-letter parking ask the Sentinels first
+(`_Link.follow_failover`), which moves them to the new master as soon as Sentinel has switched.
+
+Redis errors become `CheckpointUnavailable` (retried), except for authentication failures,
+which retrying cannot fix (`translate`).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.connection import SSLConnection, parse_url
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from cdc.errors import CdcError, CheckpointUnavailable
 from cdc.model.checkpoint import Checkpoint
@@ -49,44 +62,167 @@ class Keys:
         return cls(f"{base}:checkpoint", f"{base}:heartbeat", f"{base}:snapshots", f"{base}:dlq")
 
 
-def open_redis(url: str, prefix: str, name: str, timeout: float = 5.0) -> Stores:
-    """The stores of connector `name` in the Redis at `url`, with socket timeouts of `timeout`
-    seconds. Connects lazily: an unreachable Redis fails the first call, not this one."""
-    client = redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-    )
+def open_redis(
+    url: str | None,
+    prefix: str,
+    name: str,
+    timeout: float = 5.0,
+    *,
+    sentinels: Sequence[str] = (),
+    master: str | None = None,
+    sentinel_password: str | None = None,
+) -> Stores:
+    """The stores of connector `name` in the Redis at `url`, or, with `sentinels` (`host:port`
+    each), in the master the Sentinels know as `master` (`url`, if given, then names no host
+    and carries the master's password, database and TLS). Socket timeouts of `timeout` seconds.
+    Connects lazily: an unreachable Redis or Sentinel fails the first call, not this one."""
+    if sentinels:
+        assert master is not None, "sentinels need a master name"
+        link = _Link.through_sentinels(url, sentinels, master, sentinel_password, timeout)
+    else:
+        assert url is not None, "give a url or sentinels"
+        client = redis.Redis.from_url(url, health_check_interval=30, **_settings(timeout))
+        link = _Link(client)
     keys = Keys.of(prefix, name)
     return Stores(
-        checkpoints=RedisCheckpoints(client, keys.checkpoint),
-        heartbeats=RedisHeartbeats(client, keys.heartbeat),
-        snapshots=RedisSnapshots(client, keys.snapshots),
-        letters=RedisDeadLetters(client, keys.dlq),
-        backend=client,
+        checkpoints=RedisCheckpoints(link, keys.checkpoint),
+        heartbeats=RedisHeartbeats(link, keys.heartbeat),
+        snapshots=RedisSnapshots(link, keys.snapshots),
+        letters=RedisDeadLetters(link, keys.dlq),
+        backend=link,
     )
 
 
-def _translate(exc: redis.RedisError, what: str) -> CdcError:
-    if isinstance(exc, redis.AuthenticationError):
-        return CdcError(
-            f"{what}: {exc}", hint="check the user and password in checkpoint.redis.url"
+def _settings(timeout: float) -> dict[str, Any]:
+    # One try per call: every store call is retried by the connector's own policy (`cdc.retry`),
+    # which logs the outage once; redis-py's retries would only hide it for a while (and keep
+    # a dead Sentinel from handing over to the next one).
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def _address(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Link:
+    """The client the stores share, and what messages say about the server behind it."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        sentinel: Sentinel | None = None,
+        master: str = "",
+        sentinels: Sequence[str] = (),
+    ) -> None:
+        self.client = client
+        self._sentinel = sentinel
+        self._master = master
+        self._sentinels = ", ".join(sentinels)
+
+    @classmethod
+    def through_sentinels(
+        cls,
+        url: str | None,
+        sentinels: Sequence[str],
+        master: str,
+        password: str | None,
+        timeout: float,
+    ) -> _Link:
+        # redis-py's URL parsing and Sentinel client carry no type hints.
+        master_settings: dict[str, Any] = {}
+        if url:
+            master_settings = parse_url(url)  # type: ignore[no-untyped-call]
+        # The Sentinel pool picks its own connection classes; TLS is asked for by a flag.
+        if master_settings.pop("connection_class", None) is SSLConnection:
+            master_settings["ssl"] = True
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [_address(s) for s in sentinels],
+            sentinel_kwargs={**_settings(timeout), "password": password},
+            **_settings(timeout),
         )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            master, health_check_interval=30, **master_settings
+        )
+        return cls(client, sentinel, master, sentinels)
+
+    def follow_failover(self) -> None:
+        """Through Sentinel, ask for the master's address now, and drop idle connections to a
+        master that was replaced. Called before the writes that must not be lost: a demoted
+        master goes on accepting writes (and losing them when it turns replica) until Sentinel
+        reconfigures it, which takes seconds after the failover itself. When no Sentinel
+        answers, the master already known is used: without Sentinels there is no failover."""
+        pool = self.client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            with contextlib.suppress(MasterNotFoundError):
+                pool.get_master_address()  # type: ignore[no-untyped-call]
+
+    def where(self) -> str:
+        """Empty for one server; for Sentinel, ` (master NAME at HOST:PORT, from Sentinels
+        ...)`, with the address the client last connected to (none before it connected)."""
+        if self._sentinel is None:
+            return ""
+        pool = self.client.connection_pool
+        address = pool.master_address if isinstance(pool, SentinelConnectionPool) else None
+        at = f" at {address[0]}:{address[1]}" if address else ""
+        return f" (master {self._master}{at}, from Sentinels {self._sentinels})"
+
+    def error(self, exc: redis.RedisError, what: str) -> CdcError:
+        return translate(exc, f"{what}{self.where()}", sentinel=self._sentinel is not None)
+
+    def close(self) -> None:
+        self.client.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
+
+
+def translate(exc: redis.RedisError, what: str, sentinel: bool = False) -> CdcError:
+    """The connector's error for a redis-py error met while doing `what`: terminal when the
+    credentials are wrong (of the server, or with `sentinel` of the master or the Sentinels),
+    otherwise `CheckpointUnavailable`."""
+    where = "checkpoint.redis.url (the master's)" if sentinel else "checkpoint.redis.url"
+    if isinstance(exc, MasterNotFoundError):
+        # redis-py folds every Sentinel's failure into this one error, whose text repeats each
+        # Sentinel client's whole repr; the error class names are what tells.
+        failures = re.findall(r"\b[A-Z]\w*Error\b", str(exc).partition(" : ")[2])
+        if "AuthenticationError" in failures:
+            return CdcError(
+                f"{what}: a Sentinel refused the connector's password",
+                hint="check checkpoint.redis.sentinel_password (the Sentinels' requirepass)",
+            )
+        if failures:
+            said = f"{len(failures)} Sentinel(s) could not be asked ({', '.join(failures)})"
+        else:
+            said = "the Sentinels know no master of that name that is up"
+        return CheckpointUnavailable(
+            f"{what}: no master found: {said}",
+            hint="check checkpoint.redis.sentinels and master, and that the Sentinels are up "
+            "and monitor the master under that name",
+        )
+    if isinstance(exc, redis.AuthenticationError):
+        return CdcError(f"{what}: {exc}", hint=f"check the user and password in {where}")
     if isinstance(exc, redis.ResponseError) and "NOAUTH" in str(exc):
-        return CdcError(f"{what}: {exc}", hint="put the password in checkpoint.redis.url")
+        return CdcError(f"{what}: {exc}", hint=f"put the password in {where}")
     return CheckpointUnavailable(f"{what}: {exc}")
 
 
 class RedisCheckpoints:
     """The checkpoint as one Redis string; SET replaces it atomically."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self._client = client
+    def __init__(self, link: _Link, key: str) -> None:
+        self._client = link.client
+        self._link = link
         self.key = key
 
     def load(self) -> Checkpoint | None:
         try:
             data = self._client.get(self.key)
         except redis.RedisError as exc:
-            raise _translate(exc, f"reading the checkpoint from Redis ({self.key})") from exc
+            raise self._link.error(exc, f"reading the checkpoint from Redis ({self.key})") from exc
         if data is None:
             return None
         assert isinstance(data, bytes)
@@ -94,38 +230,40 @@ class RedisCheckpoints:
 
     def save(self, checkpoint: Checkpoint) -> None:
         try:
+            self._link.follow_failover()
             self._client.set(self.key, checkpoint.to_json())
         except redis.RedisError as exc:
-            raise _translate(exc, f"writing the checkpoint to Redis ({self.key})") from exc
+            raise self._link.error(exc, f"writing the checkpoint to Redis ({self.key})") from exc
 
     def delete(self) -> None:
         try:
             self._client.delete(self.key)
         except redis.RedisError as exc:
-            raise _translate(exc, f"deleting the checkpoint in Redis ({self.key})") from exc
+            raise self._link.error(exc, f"deleting the checkpoint in Redis ({self.key})") from exc
 
     def describe(self) -> str:
-        return f"Redis key {self.key}"
+        return f"Redis key {self.key}{self._link.where()}"
 
 
 class RedisHeartbeats:
     """The status as a Redis string that expires after its time to live."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self._client = client
+    def __init__(self, link: _Link, key: str) -> None:
+        self._client = link.client
+        self._link = link
         self.key = key
 
     def beat(self, status: Status, ttl: float) -> None:
         try:
             self._client.set(self.key, orjson.dumps(status.to_dict()), px=int(ttl * 1000))
         except redis.RedisError as exc:
-            raise _translate(exc, "writing the heartbeat to Redis") from exc
+            raise self._link.error(exc, "writing the heartbeat to Redis") from exc
 
     def read(self) -> Status | None:
         try:
             data = self._client.get(self.key)
         except redis.RedisError as exc:
-            raise _translate(exc, "reading the heartbeat from Redis") from exc
+            raise self._link.error(exc, "reading the heartbeat from Redis") from exc
         if data is None:
             return None
         assert isinstance(data, bytes)
@@ -136,15 +274,16 @@ class RedisHeartbeats:
 class RedisSnapshots:
     """Snapshot progress as one Redis hash, a field per table."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self._client = client
+    def __init__(self, link: _Link, key: str) -> None:
+        self._client = link.client
+        self._link = link
         self.key = key
 
     def load_all(self) -> dict[str, Progress]:
         try:
             raw = self._client.hgetall(self.key)
         except redis.RedisError as exc:
-            raise _translate(exc, "reading snapshot progress from Redis") from exc
+            raise self._link.error(exc, "reading snapshot progress from Redis") from exc
         assert isinstance(raw, dict)
         return {_text(k): Progress.from_dict(orjson.loads(v)) for k, v in raw.items()}
 
@@ -152,7 +291,7 @@ class RedisSnapshots:
         try:
             self._client.hset(self.key, progress.table, orjson.dumps(progress.to_dict()))
         except redis.RedisError as exc:
-            raise _translate(exc, "writing snapshot progress to Redis") from exc
+            raise self._link.error(exc, "writing snapshot progress to Redis") from exc
 
 
 # Replace one entry only if it still exists, in one step: a letter replayed or purged by someone
@@ -174,21 +313,23 @@ class RedisDeadLetters:
     issued twice.
     """
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self._client = client
+    def __init__(self, link: _Link, key: str) -> None:
+        self._client = link.client
+        self._link = link
         self.key = key
-        self._update = client.register_script(_UPDATE_SCRIPT)
+        self._update = link.client.register_script(_UPDATE_SCRIPT)
 
     def park(self, letters: Sequence[DeadLetter]) -> builtins.list[str]:
         if not letters:
             return []
         try:
+            self._link.follow_failover()
             with self._client.pipeline(transaction=True) as pipe:
                 for letter in letters:
                     pipe.xadd(self.key, {"letter": letter.to_json()})
                 ids = pipe.execute()
         except redis.RedisError as exc:
-            raise _translate(exc, f"parking dead letters in Redis ({self.key})") from exc
+            raise self._link.error(exc, f"parking dead letters in Redis ({self.key})") from exc
         return [_text(i) for i in ids]
 
     def list(self, limit: int = 100, after: str | None = None) -> Listing:
@@ -198,7 +339,7 @@ class RedisDeadLetters:
         try:
             entries: Any = self._client.xrange(self.key, start, "+", count=limit)
         except redis.RedisError as exc:
-            raise _translate(exc, f"reading dead letters from Redis ({self.key})") from exc
+            raise self._link.error(exc, f"reading dead letters from Redis ({self.key})") from exc
         return [self._letter(entry_id, fields) for entry_id, fields in entries]
 
     def get(self, letter_id: str) -> DeadLetter | None:
@@ -206,7 +347,7 @@ class RedisDeadLetters:
         try:
             entries: Any = self._client.xrange(self.key, wanted, wanted, count=1)
         except redis.RedisError as exc:
-            raise _translate(exc, f"reading a dead letter from Redis ({self.key})") from exc
+            raise self._link.error(exc, f"reading a dead letter from Redis ({self.key})") from exc
         return self._letter(*entries[0])[1] if entries else None
 
     def remove(self, ids: Sequence[str]) -> int:
@@ -216,30 +357,30 @@ class RedisDeadLetters:
         try:
             return int(self._client.xdel(self.key, *wanted))
         except redis.RedisError as exc:
-            raise _translate(exc, f"removing dead letters from Redis ({self.key})") from exc
+            raise self._link.error(exc, f"removing dead letters from Redis ({self.key})") from exc
 
     def update(self, letter_id: str, letter: DeadLetter) -> str | None:
         old = format_id(parse_id(letter_id))
         try:
             new = self._update(keys=[self.key], args=[old, letter.to_json()])
         except redis.RedisError as exc:
-            raise _translate(exc, f"updating a dead letter in Redis ({self.key})") from exc
+            raise self._link.error(exc, f"updating a dead letter in Redis ({self.key})") from exc
         return None if new is None else _text(new)
 
     def purge(self) -> int:
         try:
             return int(self._client.xtrim(self.key, maxlen=0, approximate=False))
         except redis.RedisError as exc:
-            raise _translate(exc, f"purging dead letters in Redis ({self.key})") from exc
+            raise self._link.error(exc, f"purging dead letters in Redis ({self.key})") from exc
 
     def size(self) -> int:
         try:
             return int(self._client.xlen(self.key))
         except redis.RedisError as exc:
-            raise _translate(exc, f"reading dead letters from Redis ({self.key})") from exc
+            raise self._link.error(exc, f"reading dead letters from Redis ({self.key})") from exc
 
     def describe(self) -> str:
-        return f"Redis stream {self.key}"
+        return f"Redis stream {self.key}{self._link.where()}"
 
     def _letter(self, entry_id: Any, fields: dict[Any, Any]) -> tuple[str, DeadLetter]:
         letter_id = _text(entry_id)

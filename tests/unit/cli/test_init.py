@@ -164,7 +164,8 @@ def test_the_config_loads_with_awkward_names(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
 
     path.write_text(render(plan(tables, redis_url="redis://:${x}@r:6379/0")))
-    cfg = load_config(path, {"MYSQL_PASSWORD": "secret"})
+    # The URL's password is written as ${REDIS_PASSWORD}, and read back from there as it was.
+    cfg = load_config(path, {"MYSQL_PASSWORD": "secret", "REDIS_PASSWORD": "${x}"})
 
     assert [(m.table, m.index, m.id_columns) for m in cfg.tables] == [
         ("shop.order lines[*]", "order_lines_", None),
