@@ -14,6 +14,7 @@ policy every retrying loop uses.
     ├── SchemaChanged             a table changed under a read; read it again (terminal)
     ├── DocumentRejected          Elasticsearch refused a document for its content (terminal)
     ├── Interrupted               the connector is stopping; the operation was abandoned
+    ├── LeaseLost                 another connector of this name holds the lease now
     └── TransientError            a link is down; retried with backoff
         ├── SourceUnavailable     MySQL/MariaDB unreachable or the stream broke
         ├── SinkUnavailable       Elasticsearch unreachable, 429 or 5xx
@@ -54,6 +55,12 @@ class PositionError(CdcError):
 
 class MappingError(CdcError):
     """A row change cannot be mapped to a document."""
+
+
+class LeaseLost(CdcError):
+    """Another connector of the same name took the lease (this one was frozen, cut off from
+    Redis, or too slow to renew): this one steps down to standby, and its checkpoint write
+    was refused."""
 
 
 class SchemaChanged(CdcError):

@@ -9,6 +9,10 @@ directory if the test process itself dies without running `atexit` (SIGKILL, CI 
 
 A missing server binary raises `BinaryMissing`; a server that does not become ready raises
 `RigError` carrying the tail of its log.
+
+MariaDB and Redis can serve TLS (`tls=ServerTls(...)`, certificates from `certs.Pki`): the rig's
+own connections then use TLS without verifying the certificate (it tells its server by the
+data directory or process id), so a server with an expired or unknown certificate starts too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,6 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -51,6 +57,29 @@ done
 kill -9 "$2" 2>/dev/null
 rm -rf "$3"
 """
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's TLS setup (PEM files): its certificate and key, and the CA whose client
+    certificates it accepts. With `client_cert` and `client_key` (signed by `ca`), Redis
+    requires a client certificate and the rig presents that one; MariaDB asks for client
+    certificates per user (`REQUIRE X509`) and needs none for the rig."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+def _unverified_context(tls: ServerTls) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if tls.client_cert is not None:
+        context.load_cert_chain(tls.client_cert, tls.client_key)
+    return context
 
 
 class RigError(RuntimeError):
@@ -284,16 +313,24 @@ class MariaDB(Server):
     appended to the mariadbd command line and win over the defaults (e.g.
     `["--binlog-format=STATEMENT"]`). Root has no password; the replication user is
     `cdc`/`cdc` on `%` and `localhost` with REPLICATION SLAVE, REPLICATION CLIENT and SELECT.
+    With `tls` the server offers TLS with that certificate (add `--require-secure-transport=ON`
+    to refuse anything else), and `connect` uses TLS.
     """
 
     name = "mariadb"
     user = "cdc"
     password = "cdc"
 
-    def __init__(self, extra_args: Sequence[str] = (), port: int | None = None) -> None:
+    def __init__(
+        self,
+        extra_args: Sequence[str] = (),
+        port: int | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         self._mariadbd = find_binary("mariadbd", "mariadb-server")
         self._install_db = find_binary("mariadb-install-db", "mariadb-server")
         self.extra_args = list(extra_args)
+        self.tls = tls
         super().__init__(port)
         self.datadir = self.dir / "data"
         self.socket = self.dir / "mysqld.sock"
@@ -345,7 +382,17 @@ class MariaDB(Server):
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
             "--innodb-buffer-pool-size=64M",
+            *self._tls_args(),
             *self.extra_args,
+        ]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--ssl-cert={self.tls.cert}",
+            f"--ssl-key={self.tls.key}",
+            f"--ssl-ca={self.tls.ca}",
         ]
 
     def answers(self) -> bool:
@@ -375,6 +422,8 @@ class MariaDB(Server):
             "charset": "utf8mb4",
             "connect_timeout": 5,
         }
+        if self.tls is not None:
+            settings["ssl"] = _unverified_context(self.tls)
         settings.update(kwargs)
         return pymysql.connect(**settings)
 
@@ -426,30 +475,63 @@ class Redis(Server):
     """A Redis server without persistence, or with an append-only file when `appendonly`.
 
     Without `appendonly` a restart starts empty; with it, data survives `stop`, `kill` and
-    `restart`.
+    `restart`. With `tls`, `port` is a TLS port and there is no plain one (`rediss://`).
     """
 
     name = "redis"
     startup_timeout = 20.0
 
     def __init__(
-        self, appendonly: bool = False, extra_args: Sequence[str] = (), port: int | None = None
+        self,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
+        port: int | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self._binary = find_binary("redis-server", "redis-server")
         self.appendonly = appendonly
         self.extra_args = list(extra_args)
+        self.tls = tls
         super().__init__(port)
 
     @property
     def url(self) -> str:
-        """`redis://127.0.0.1:<port>` (database 0)."""
-        return f"redis://{self.host}:{self.port}"
+        """`redis://127.0.0.1:<port>` (database 0), `rediss://` with TLS."""
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def _port_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        required = self.tls.client_cert is not None
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert),
+            "--tls-key-file",
+            str(self.tls.key),
+            "--tls-ca-cert-file",
+            str(self.tls.ca),
+            "--tls-auth-clients",
+            "yes" if required else "no",
+        ]
+
+    def _tls_settings(self) -> dict[str, Any]:
+        """redis-py arguments of the rig's own connections: TLS, not verified."""
+        if self.tls is None:
+            return {}
+        settings: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "none"}
+        if self.tls.client_cert is not None:
+            settings.update(ssl_certfile=self.tls.client_cert, ssl_keyfile=self.tls.client_key)
+        return settings
 
     def command(self) -> list[str]:
         return [
             self._binary,
-            "--port",
-            str(self.port),
+            *self._port_args(),
             "--bind",
             self.host,
             "--dir",
@@ -475,6 +557,7 @@ class Redis(Server):
             socket_timeout=1,
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),
+            **self._tls_settings(),
         )
         try:
             with probe:
@@ -485,7 +568,12 @@ class Redis(Server):
     def client(self, db: int = 0) -> redis.Redis:
         """A redis-py client for database `db`, returning str values."""
         return redis.Redis(
-            host=self.host, port=self.port, db=db, decode_responses=True, socket_timeout=5
+            host=self.host,
+            port=self.port,
+            db=db,
+            decode_responses=True,
+            socket_timeout=5,
+            **self._tls_settings(),
         )
 
 

@@ -7,6 +7,11 @@ store, and prints as it goes:
     ✗ name: detail — fix      (fatal: the connector would not work)
     ! name: detail — fix      (a warning: it works, with the limitation named)
 
+Each link that uses TLS gets a `<link> tls` line after its own (`checkpoint_store tls`,
+`source tls`, `sink tls`): the TLS version and what was verified, a warning when the server's
+certificate (or, for the source, its name) is not checked. A source server that offers TLS the
+config does not use is a warning too; links whose URL says `redis://` or `http://` get none.
+
 It exits 1 when any fatal check failed and 2 when the config is invalid.
 """
 
@@ -14,12 +19,13 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import typer
 
+from cdc import tls
 from cdc.cli.common import ConfigOption, paragraphs, source
-from cdc.config import ConnectorConfig, load_config
+from cdc.config import ConnectorConfig, TlsConfig, load_config
 from cdc.config.mappings import index_template
 from cdc.config.problems import mask_url
 from cdc.engine.startup import check_mappings
@@ -27,6 +33,7 @@ from cdc.errors import CdcError
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.position import Position
 from cdc.sink.elastic import ElasticSink
+from cdc.source.mysql import Connection, offers_tls, tls_version
 from cdc.source.positions import check_position
 from cdc.source.prereq import Check, check_source
 from cdc.source.rows import RowReader
@@ -43,6 +50,8 @@ CHECK_HELP = paragraphs(
     "options that fit it), and whether the stored position can still be streamed from.",
     "Search cluster: reachable, version, each target index present or to be created, field "
     "types against index_mappings. Checkpoint store: reachable and writable.",
+    "TLS: for each link that uses it, the version and whether the server's certificate is "
+    "verified; a source server offering TLS the config does not use is a warning.",
     "Lines read `✓ name: detail`, `✗ name: detail — fix` (fatal) or `! name: detail — fix` "
     "(a warning). Exits 1 if any check marked ✗ failed, 2 if the config is invalid.",
 )
@@ -145,7 +154,22 @@ def _check_store(cfg: ConnectorConfig, report: _Report) -> Checkpoint | CdcError
         report.fail("checkpoint_store", f"{where}: a test write did not read back", fix)
     else:
         report.ok("checkpoint_store", f"{where} is reachable and writable")
+        _check_store_tls(cfg, report)
     return stored
+
+
+def _check_store_tls(cfg: ConnectorConfig, report: _Report) -> None:
+    redis = cfg.checkpoint.redis
+    parts = urlsplit(redis.url or "") if redis is not None else None
+    if redis is None or parts is None or parts.scheme != "rediss":
+        return
+    options = redis.tls or TlsConfig()
+    # Through Sentinel the URL names no host: the master's address is the Sentinels' to give,
+    # and the line says "encrypted" without a version.
+    servers = [(parts.hostname, parts.port or 6379)] if parts.hostname else []
+    versions = _handshakes(report, "checkpoint_store tls", servers, options)
+    if versions is not None:
+        _tls_state(report, "checkpoint_store tls", versions, options, "checkpoint.redis.tls")
 
 
 def _check_source(
@@ -157,6 +181,7 @@ def _check_source(
     try:
         with source(cfg) as (conn, info):
             report.ok("source", f"connected to {address} as {cfg.source.user} ({info.version})")
+            _check_source_tls(cfg, report, conn)
             for result in check_source(conn, info, cfg.schemas()):
                 report.add(result)
             fields = _check_mappings(cfg, report)
@@ -173,6 +198,85 @@ def _check_source(
     except CdcError as exc:
         report.error("source", exc, f"check source.host/port ({address}) and that the server is up")
     return fields
+
+
+def _check_source_tls(cfg: ConnectorConfig, report: _Report, conn: Connection) -> None:
+    options = cfg.source.tls
+    if options is not None:
+        version = tls_version(conn)
+        _tls_state(
+            report,
+            "source tls",
+            [version or "TLS"],
+            options,
+            "source.tls",
+            identity=options.verify_identity,
+        )
+    elif offers_tls(conn):
+        report.fail(
+            "source tls",
+            f"not encrypted, though {cfg.source.host}:{cfg.source.port} offers TLS",
+            "add source.tls (with ca_file: the CA certificate that signed the server's "
+            "certificate)",
+            fatal=False,
+        )
+
+
+def _handshakes(
+    report: _Report, name: str, servers: list[tuple[str, int]], options: TlsConfig
+) -> list[str] | None:
+    """The TLS version each server agrees to with `options`; None, with a warning, when a
+    handshake fails though the link itself worked."""
+    try:
+        ctx = tls.context(
+            verify=options.verify,
+            ca_file=options.ca_file,
+            client_cert=options.client_cert,
+            client_key=options.client_key,
+        )
+        return [tls.handshake(host, port, ctx, timeout=5.0) for host, port in servers]
+    except OSError as exc:
+        report.fail(
+            name,
+            f"the link works, but a TLS handshake of its own failed: {exc}",
+            "run `cdc check` again; if it persists, compare the TLS options with the server's",
+            fatal=False,
+        )
+        return None
+
+
+def _tls_state(
+    report: _Report,
+    name: str,
+    versions: list[str],
+    options: TlsConfig,
+    fields: str,
+    identity: bool = True,
+) -> None:
+    """The `<link> tls` line: TLS versions, what is verified, the client certificate."""
+    version = ", ".join(sorted(set(versions))) or "encrypted"
+    if not options.verify:
+        report.fail(
+            name,
+            f"{version}, but the server's certificate is not verified: anyone in between can "
+            "read and change what is sent",
+            f"set {fields}.verify: true (and {fields}.ca_file to the CA that signed the "
+            "server's certificate)",
+            fatal=False,
+        )
+        return
+    detail = f"{version}, certificate verified against {options.ca_file or 'the system CAs'}"
+    if options.client_cert is not None:
+        detail += f", client certificate {options.client_cert}"
+    if not identity:
+        report.fail(
+            name,
+            f"{detail}, but not that it names the host",
+            f"set {fields}.verify_identity: true",
+            fatal=False,
+        )
+        return
+    report.ok(name, detail)
 
 
 def _check_mappings(cfg: ConnectorConfig, report: _Report) -> dict[str, dict[str, Any]]:
@@ -214,6 +318,7 @@ def _check_sink(cfg: ConnectorConfig, report: _Report, fields: dict[str, dict[st
             report.error("sink", exc, f"check sink.urls ({urls}) and that the cluster is up")
             return
         _check_version(report, urls, info)
+        _check_sink_tls(cfg, report)
         for index in sorted({m.index for m in cfg.tables}):
             template = index_template(index)
             if template is not None:
@@ -226,6 +331,16 @@ def _check_sink(cfg: ConnectorConfig, report: _Report, fields: dict[str, dict[st
             _check_index(cfg, sink, report, index, fields.get(index))
     finally:
         sink.close()
+
+
+def _check_sink_tls(cfg: ConnectorConfig, report: _Report) -> None:
+    servers = [urlsplit(url) for url in cfg.sink.urls if url.startswith("https://")]
+    if not servers:
+        return
+    addresses = [(parts.hostname or "localhost", parts.port or 443) for parts in servers]
+    versions = _handshakes(report, "sink tls", addresses, cfg.sink.tls)
+    if versions is not None:
+        _tls_state(report, "sink tls", versions, cfg.sink.tls, "sink.tls")
 
 
 def _check_version(report: _Report, urls: str, info: dict[str, Any]) -> None:

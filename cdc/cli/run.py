@@ -17,11 +17,15 @@ from typing import Annotated
 import typer
 
 from cdc.cli.common import ConfigOption, load, setup_logging
+from cdc.config import ConnectorConfig
+from cdc.engine.lease import Lease
+from cdc.engine.loop import RunStats
 from cdc.engine.pipeline import Pipeline
-from cdc.errors import CdcError, ConfigError, Interrupted
+from cdc.errors import CdcError, ConfigError, Interrupted, LeaseLost
 from cdc.metrics import Metrics
 from cdc.sink.elastic import ElasticSink
 from cdc.state.backends import open_stores
+from cdc.state.stores import Stores
 
 log = logging.getLogger("cdc")
 
@@ -78,9 +82,14 @@ def run(
     sink = ElasticSink(cfg.sink)
     stores = open_stores(cfg)
     try:
-        pipeline = Pipeline(cfg, sink, stores, stop=stop, metrics=metrics)
-        running.append(pipeline)
-        stats = pipeline.run(until_caught_up=until_caught_up)
+        if cfg.ha.enabled:
+            stats = _active_or_standby(cfg, sink, stores, stop, metrics, running, until_caught_up)
+            if stats is None:
+                return
+        else:
+            pipeline = Pipeline(cfg, sink, stores, stop=stop, metrics=metrics)
+            running.append(pipeline)
+            stats = pipeline.run(until_caught_up=until_caught_up)
     except Interrupted:
         log.info("stopped before streaming began")
         return
@@ -104,3 +113,41 @@ def run(
         stats.actions,
         stats.checkpoints,
     )
+
+
+def _active_or_standby(
+    cfg: ConnectorConfig,
+    sink: ElasticSink,
+    stores: Stores,
+    stop: threading.Event,
+    metrics: Metrics,
+    running: list[Pipeline],
+    until_caught_up: bool,
+) -> RunStats | None:
+    """With `ha.enabled`: wait as a standby until this process holds the lease, stream while
+    it holds it, and go back to waiting when it is lost; returns the last term's stats, or
+    None when stopped as a standby. See `cdc.engine.lease`."""
+    assert stores.lease is not None
+    lease = Lease(stores.lease, cfg.ha.lease_ttl, stop)
+    stats = None
+    try:
+        while lease.wait_until_held():
+            log.warning("took the lease (%s): this connector is active", lease.token)
+            stores.checkpoints.hold(lease.token)
+            term = lease.term()
+            pipeline = Pipeline(cfg, sink, stores, stop=term, metrics=metrics)
+            running[:] = [pipeline]
+            try:
+                stats = pipeline.run(until_caught_up=until_caught_up)
+            except (LeaseLost, Interrupted) as exc:
+                if stop.is_set():
+                    raise
+                log.warning("stepped down to standby: %s", getattr(exc, "message", exc))
+                continue
+            if stop.is_set() or until_caught_up:
+                return stats
+            log.warning("stepped down to standby: the lease went to another connector")
+    finally:
+        if stop.is_set() or until_caught_up:
+            lease.release()
+    return stats

@@ -63,6 +63,11 @@ def status(config: ConfigOption, json: JsonOption = False) -> None:
         heartbeat = stores.heartbeats.read()
         checkpoint = stores.checkpoints.load()
         report["dead_letters"], report["dead_letters_error"] = _dlq_size(stores.letters)
+        if cfg.ha.enabled and stores.lease is not None:
+            report["lease"] = {
+                "holder": stores.lease.holder(),
+                "standbys": stores.lease.standbys(),
+            }
     report["running"] = heartbeat is not None and heartbeat.running
     report["state"] = heartbeat.state if heartbeat else "not running"
     report["heartbeat"] = heartbeat.to_dict() if heartbeat else None
@@ -82,6 +87,11 @@ def status(config: ConfigOption, json: JsonOption = False) -> None:
         typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         _print_status(report, heartbeat, checkpoint, behind)
+        lease = report.get("lease")
+        if lease is not None:
+            typer.echo(f"  active       {lease['holder'] or 'none (the lease is free)'}")
+            standbys = ", ".join(lease["standbys"]) or "none"
+            typer.echo(f"  standby      {standbys}")
 
 
 def _behind(

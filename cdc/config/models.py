@@ -3,8 +3,9 @@
 `ConnectorConfig` is the root; the table mappings under `tables:` are in `cdc.config.mappings`.
 `load_config` (in `cdc.config.loading`) validates the parsed,
 expanded file against it as the last of its four steps. Every model forbids unknown fields and
-is frozen. Relative file paths in fields (`sink.tls.*`) are resolved against the directory of
-the config file, which `load_config` passes as `base_dir` in the validation context.
+is frozen. Relative file paths in fields (`source.tls.*`, `sink.tls.*`,
+`checkpoint.redis.tls.*`) are resolved against the directory of the config file, which
+`load_config` passes as `base_dir` in the validation context.
 
 The validators only say what is wrong ("must be ..."); `cdc.config.problems` turns each
 validation error into the operator's one-line message with file, line and field path.
@@ -54,55 +55,12 @@ def _readable_file(value: str | None, info: ValidationInfo) -> str | None:
     return str(path)
 
 
-class SourceConfig(ConfigModel):
-    """The MySQL or MariaDB server to replicate from."""
-
-    host: str = "127.0.0.1"
-    """Host name or address of the server."""
-    port: int = Field(3306, ge=1, le=65535)
-    """TCP port."""
-    user: str
-    """User with REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges."""
-    password: str = ""
-    """Password (use `${ENV}` to keep it out of the file)."""
-    server_id: int = Field(ge=1, le=4294967295)
-    """Replica server id; unique among every replica of this server."""
-    flavor: Literal["auto", "mysql", "mariadb"] = "auto"
-    """Server flavor; `auto` asks the server."""
-    connect_timeout: float = Field(10.0, gt=0)
-    """Seconds to wait for a connection."""
-    read_timeout: float = Field(30.0, gt=0)
-    """Seconds without any byte (events or heartbeats) before the stream is considered dead."""
-    heartbeat_interval: float = Field(5.0, gt=0)
-    """Seconds between replication heartbeats the server sends while idle."""
-    time_zone: str = "UTC"
-    """Time zone of naive DATETIME values (IANA name, e.g. `Europe/Berlin`)."""
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("must be an IANA time zone name such as `UTC`") from None
-        return value
-
-    @field_validator("heartbeat_interval")
-    @classmethod
-    def _heartbeat_below_timeout(cls, value: float, info: ValidationInfo) -> float:
-        read_timeout = info.data.get("read_timeout")
-        if read_timeout is not None and value >= read_timeout:
-            raise ValueError(f"must be shorter than `read_timeout` ({read_timeout:g})")
-        return value
-
-
 class TlsConfig(ConfigModel):
-    """TLS options for the Elasticsearch connection. Relative paths start at the config file."""
+    """TLS options of a link: the sink's `https://` URLs, the Redis store's `rediss://` URL.
+    Relative paths start at the config file."""
 
     verify: bool = True
-    """Verify the server certificate."""
+    """Verify the server certificate: signed by a trusted CA, valid now, naming the host."""
     ca_file: str | None = None
     """PEM bundle of CAs to trust instead of the system store."""
     client_cert: str | None = None
@@ -128,6 +86,66 @@ class TlsConfig(ConfigModel):
         return value
 
 
+class SourceTlsConfig(TlsConfig):
+    """TLS for the MySQL or MariaDB server. Giving `source.tls` (even empty, `tls: {}`, to
+    trust the system's CAs) makes the connector use TLS, and refuse a server that does not
+    offer it."""
+
+    verify: bool = True
+    """Verify the server's certificate: signed by a trusted CA and valid now. `false` encrypts
+    without knowing who answers."""
+    verify_identity: bool = True
+    """With `verify`, also check that the certificate names `source.host` (as a DNS name or
+    an IP address among its subject alternative names)."""
+
+
+class SourceConfig(ConfigModel):
+    """The MySQL or MariaDB server to replicate from."""
+
+    host: str = "127.0.0.1"
+    """Host name or address of the server."""
+    port: int = Field(3306, ge=1, le=65535)
+    """TCP port."""
+    user: str
+    """User with REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges."""
+    password: str = ""
+    """Password (use `${ENV}` to keep it out of the file)."""
+    server_id: int = Field(ge=1, le=4294967295)
+    """Replica server id; unique among every replica of this server."""
+    flavor: Literal["auto", "mysql", "mariadb"] = "auto"
+    """Server flavor; `auto` asks the server."""
+    connect_timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for a connection."""
+    read_timeout: float = Field(30.0, gt=0)
+    """Seconds without any byte (events or heartbeats) before the stream is considered dead."""
+    heartbeat_interval: float = Field(5.0, gt=0)
+    """Seconds between replication heartbeats the server sends while idle."""
+    time_zone: str = "UTC"
+    """Time zone of naive DATETIME values (IANA name, e.g. `Europe/Berlin`)."""
+    tls: SourceTlsConfig | None = None
+    """TLS for every connection to the server (queries and the binlog stream). Without it the
+    connector does not use TLS, also when the server offers it (`cdc check` warns then)."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as `UTC`") from None
+        return value
+
+    @field_validator("heartbeat_interval")
+    @classmethod
+    def _heartbeat_below_timeout(cls, value: float, info: ValidationInfo) -> float:
+        read_timeout = info.data.get("read_timeout")
+        if read_timeout is not None and value >= read_timeout:
+            raise ValueError(f"must be shorter than `read_timeout` ({read_timeout:g})")
+        return value
+
+
 class BulkConfig(ConfigModel):
     """When a batch of document operations is sent."""
 
@@ -147,8 +165,7 @@ def _http_url(url: str) -> str:
         # They would not be sent: the client takes only scheme, host, port and path from a URL.
         raise PydanticCustomError(
             "credentials_in_url",
-            "must not hold credentials; give them as sink.username/sink.password or "
-            "sink.api_key",
+            "must not hold credentials; give them as sink.username/sink.password or sink.api_key",
         )
     return url
 
@@ -218,6 +235,9 @@ class RedisStoreConfig(ConfigModel):
     master's password goes in `url`."""
     key_prefix: str = "cdc"
     """Prefix of every key the connector writes."""
+    tls: TlsConfig | None = None
+    """TLS options for a `rediss://` URL (CA, client certificate); without them a `rediss://`
+    server's certificate is verified against the system's CAs."""
 
     @field_validator("url")
     @classmethod
@@ -237,6 +257,12 @@ class RedisStoreConfig(ConfigModel):
     @classmethod
     def _blank_sentinel_password(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> RedisStoreConfig:
+        if self.tls is not None and urlsplit(self.url or "").scheme != "rediss":
+            raise ValueError("`tls` applies to TLS connections: give a `rediss://` url")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_the_server(self) -> RedisStoreConfig:
@@ -325,6 +351,17 @@ class VerifyConfig(ConfigModel):
         return value
 
 
+class HaConfig(ConfigModel):
+    """Active/standby: several `cdc run` with the same name and Redis; the one holding the
+    lease streams, the others wait to take over."""
+
+    enabled: bool = False
+    """Take part in the lease (needs `checkpoint.redis`)."""
+    lease_ttl: float = Field(10.0, ge=2, le=300)
+    """Seconds a lease lasts unless renewed (every third of it): a standby takes over this
+    long (and a few seconds more) after the active died, froze or lost Redis."""
+
+
 class MetricsConfig(ConfigModel):
     """The Prometheus endpoint."""
 
@@ -360,6 +397,17 @@ class ConnectorConfig(ConfigModel):
     """Initial load and re-sync of tables."""
     verify: VerifyConfig = VerifyConfig()
     """Background verification of the indices against MySQL."""
+    ha: HaConfig = HaConfig()
+    """Active/standby through a lease in Redis."""
+
+    @model_validator(mode="after")
+    def _ha_needs_redis(self) -> ConnectorConfig:
+        if self.ha.enabled and self.checkpoint.redis is None:
+            raise ValueError(
+                "ha.enabled needs checkpoint.redis: the file checkpoint store serves one "
+                "connector on one host, and cannot hold a lease"
+            )
+        return self
 
     @field_validator("name")
     @classmethod

@@ -9,8 +9,9 @@ Elasticsearch 8/9 and OpenSearch 2/3 accept (the official Elasticsearch client's
 acknowledged or rejected: a failed request, and items that failed with 429/5xx, are retried
 (only the failed items) with capped exponential backoff, forever; rejected items are returned
 to the caller. The index administration the connector needs (create behind an alias, swap an
-alias) is here too. Only the transport's own errors are translated (`SinkUnavailable`); an
-HTTP error status is a `CdcError` unless it says "try again later".
+alias) is here too. Only the transport's own errors are translated (`SinkUnavailable`, or a
+terminal `CdcError` for a TLS certificate refused, see `cdc.tls`); an HTTP error status is a
+`CdcError` unless it says "try again later".
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -36,9 +38,16 @@ from elastic_transport import (
 )
 from elastic_transport.client_utils import DEFAULT
 
+from cdc import tls
 from cdc.config import SinkConfig, TableMapping
 from cdc.config.mappings import IndexTemplate, index_template
-from cdc.errors import CdcError, SinkUnavailable, SinkUnreachable, TransientError
+from cdc.errors import (
+    CdcError,
+    ConfigError,
+    SinkUnavailable,
+    SinkUnreachable,
+    TransientError,
+)
 from cdc.retry import PROBE_SECONDS, Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
@@ -54,6 +63,17 @@ def _node(url: str, cfg: SinkConfig) -> NodeConfig:
         token = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
         headers["authorization"] = f"Basic {token}"
     https = parts.scheme == "https"
+    options: dict[str, Any] = {}
+    if https and not cfg.tls.verify:
+        # Given paths, the transport leaves the client certificate out when it does not verify
+        # the server's; a context of our own keeps it.
+        options.update(verify_certs=False, ssl_context=_unverified_context(cfg))
+    elif https:
+        options.update(
+            ca_certs=cfg.tls.ca_file,
+            client_cert=cfg.tls.client_cert,
+            client_key=cfg.tls.client_key,
+        )
     return NodeConfig(
         scheme=parts.scheme,
         host=parts.hostname or "localhost",
@@ -61,12 +81,20 @@ def _node(url: str, cfg: SinkConfig) -> NodeConfig:
         path_prefix=parts.path.rstrip("/"),
         headers=headers,
         request_timeout=cfg.request_timeout,
-        verify_certs=cfg.tls.verify if https else True,
-        ca_certs=cfg.tls.ca_file if https else None,
-        client_cert=cfg.tls.client_cert if https else None,
-        client_key=cfg.tls.client_key if https else None,
         ssl_show_warn=False,
+        **options,
     )
+
+
+def _unverified_context(cfg: SinkConfig) -> ssl.SSLContext:
+    try:
+        return tls.context(
+            verify=False, client_cert=cfg.tls.client_cert, client_key=cfg.tls.client_key
+        )
+    except ssl.SSLError as exc:
+        raise tls.refusal(exc, "connecting to Elasticsearch", "sink.tls") from exc
+    except OSError as exc:
+        raise ConfigError(f"sink.tls: cannot read a TLS file: {exc}") from exc
 
 
 class ElasticSink:
@@ -116,10 +144,25 @@ class ElasticSink:
                 method, path, body=body, headers=headers, request_timeout=timeout or DEFAULT
             )
         except TransportConnectionError as exc:
+            refused = tls.failure(exc)
+            if refused is not None:
+                raise self._tls_refusal(refused) from exc
             raise SinkUnreachable(f"Elasticsearch unreachable: {exc.message}") from exc
         except TransportError as exc:
             raise SinkUnreachable(f"Elasticsearch request failed: {exc.message}") from exc
         return resp.meta.status, resp.body
+
+    def _tls_refusal(self, refused: ssl.SSLError) -> CdcError:
+        urls = self._cfg.urls
+        # The transport does not say which node it tried; with one URL that is no question.
+        server = urls[0] if len(urls) == 1 else f"one of {', '.join(urls)}"
+        return tls.refusal(
+            refused,
+            "connecting to Elasticsearch",
+            "sink.tls",
+            server=server,
+            plaintext="use an http:// URL for a cluster without TLS, or the cluster's HTTPS port",
+        )
 
     def probe(self) -> None:
         """One cheap request (`HEAD /`, a short timeout); SinkUnreachable while the cluster

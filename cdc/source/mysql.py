@@ -7,8 +7,13 @@ and again after the link broke, for the long-lived readers; the row reads of `cd
 (SELECTs it builds for a table's columns) go through it too. The binlog stream has a connection
 of its own, made by the library with `connection_settings` and the same error translation.
 
+Every connection uses TLS as `source.tls` says (`connection_settings` builds the context
+anew for each, so renewed certificates are picked up on the next connection), or none at all
+without it: also when the server offers TLS, whatever the PyMySQL version would do by default.
+
 Errors: the driver's exceptions (`DRIVER_ERRORS`) become the connector's own at this boundary
-(`translate_error`): a lost link is `SourceUnavailable` (retried), wrong credentials or a purged
+(`translate_error`): a lost link is `SourceUnavailable` (retried), wrong credentials, a TLS
+certificate refused (`cdc.tls`), a server requiring TLS the config does not give, or a purged
 position a terminal `CdcError`. Anything else that escapes a query is a bug and is not
 translated, so it surfaces with its traceback instead of being retried forever.
 """
@@ -18,14 +23,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import ssl
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import pymysql
+from pymysql.constants import CLIENT
 
+from cdc import tls
 from cdc.config import SourceConfig
-from cdc.errors import CdcError, PositionError, SchemaChanged, SourceUnavailable
+from cdc.errors import CdcError, ConfigError, PositionError, SchemaChanged, SourceUnavailable
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.model.position import Flavor, Position, ServerInfo
 
@@ -48,6 +56,13 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
 # Server error codes meaning "the link is gone" rather than "the request is wrong".
 _CONNECTION_ERRORS = frozenset({1053, 1152, 1159, 1161, 1927})
 _ACCESS_DENIED = 1045
+# MySQL's "Connections using insecure transport are prohibited while
+# --require_secure_transport=ON" (MariaDB answers such a login with access denied instead), and
+# PyMySQL's "SSL is required but the server doesn't support it".
+_TLS_REQUIRED = 3159
+_TLS_UNSUPPORTED = 2026
+_TLS_FIELDS = "source.tls"
+_ADD_TLS = "add source.tls (with ca_file: the CA certificate that signed the server's certificate)"
 _POSITION_UNAVAILABLE = 1236
 _WRONG_OFFSET = 1220
 # A query naming a column the table no longer has, and InnoDB's "table definition has changed,
@@ -61,9 +76,22 @@ def translate_error(exc: BaseException, what: str) -> CdcError:
     `what`; a `CdcError` is returned as it is."""
     if isinstance(exc, CdcError):
         return exc
+    refused = tls.failure(exc)
+    if refused is not None:
+        return tls.refusal(refused, what, _TLS_FIELDS)
     if isinstance(exc, pymysql.err.OperationalError):
         code = exc.args[0] if exc.args else 0
         message = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == _TLS_REQUIRED or "insecure transport" in str(message):
+            return CdcError(
+                f"{what}: the server accepts only TLS connections: {message}", hint=_ADD_TLS
+            )
+        if code == _TLS_UNSUPPORTED:
+            return CdcError(
+                f"{what}: the server does not offer TLS, which source.tls asks for",
+                hint="enable TLS on the server (ssl_cert and ssl_key in its config), or "
+                "remove source.tls",
+            )
         if code == _ACCESS_DENIED:
             return CdcError(
                 f"{what}: access denied: {message}",
@@ -89,16 +117,41 @@ def translate_error(exc: BaseException, what: str) -> CdcError:
 
 
 def connect(cfg: SourceConfig, **extra: Any) -> Connection:
-    """A plain connection with the configured timeouts, in autocommit mode."""
+    """A connection with the configured timeouts and TLS, in autocommit mode."""
+    what = f"connecting to {cfg.host}:{cfg.port}"
+    conn = pymysql.Connection(
+        **connection_settings(cfg), autocommit=True, defer_connect=True, **extra
+    )
     try:
-        return pymysql.connect(**connection_settings(cfg), autocommit=True, **extra)
+        conn.connect()
     except DRIVER_ERRORS as exc:
-        raise translate_error(exc, f"connecting to {cfg.host}:{cfg.port}") from exc
+        error = translate_error(exc, what)
+        if _code(exc) != _ACCESS_DENIED:
+            raise error from exc
+        # A login can also be refused for how it came: MariaDB answers a plaintext one to a
+        # server with require_secure_transport=ON so, and one without a client certificate by
+        # a user who must give one (REQUIRE X509, SUBJECT or ISSUER).
+        if cfg.tls is None and offers_tls(conn):
+            also = "if the server requires TLS (require_secure_transport=ON), " + _ADD_TLS
+        elif cfg.tls is not None and cfg.tls.client_cert is None:
+            also = (
+                "if the user must log in with a certificate (REQUIRE X509), set "
+                "source.tls.client_cert and client_key"
+            )
+        else:
+            raise error from exc
+        raise CdcError(error.message, hint=f"{error.hint}; or, {also}") from exc
+    return conn
+
+
+def _code(exc: BaseException) -> int:
+    return int(exc.args[0]) if isinstance(exc, pymysql.err.MySQLError) and exc.args else 0
 
 
 def connection_settings(cfg: SourceConfig) -> dict[str, Any]:
-    """PyMySQL connection arguments for the configured server (also the binlog stream's)."""
-    return {
+    """PyMySQL connection arguments for the configured server (also the binlog stream's), with
+    a new TLS context from `source.tls`, or TLS turned off without it."""
+    settings: dict[str, Any] = {
         "host": cfg.host,
         "port": cfg.port,
         "user": cfg.user,
@@ -108,6 +161,36 @@ def connection_settings(cfg: SourceConfig) -> dict[str, Any]:
         "write_timeout": cfg.read_timeout,
         "charset": "utf8mb4",
     }
+    if cfg.tls is None:
+        settings["ssl_disabled"] = True
+        return settings
+    try:
+        settings["ssl"] = tls.context(
+            verify=cfg.tls.verify,
+            verify_identity=cfg.tls.verify_identity,
+            ca_file=cfg.tls.ca_file,
+            client_cert=cfg.tls.client_cert,
+            client_key=cfg.tls.client_key,
+        )
+    except ssl.SSLError as exc:
+        raise tls.refusal(exc, f"connecting to {cfg.host}:{cfg.port}", _TLS_FIELDS) from exc
+    except OSError as exc:
+        raise ConfigError(f"{_TLS_FIELDS}: cannot read a TLS file: {exc}") from exc
+    return settings
+
+
+def offers_tls(conn: Connection) -> bool:
+    """Whether the server said it speaks TLS when `conn` connected (also one that then failed
+    to log in)."""
+    return bool(getattr(conn, "server_capabilities", 0) & CLIENT.SSL)
+
+
+def tls_version(conn: Connection) -> str | None:
+    """The TLS version of `conn` as the server reports it (`TLSv1.3`); None when the connection
+    is not encrypted."""
+    rows = query(conn, "SHOW SESSION STATUS LIKE 'Ssl_version'", what="reading the TLS state")
+    version = str(rows[0][1]) if rows else ""
+    return version or None
 
 
 def query(

@@ -23,6 +23,7 @@ def open_stores(cfg: ConnectorConfig, timeout: float = 5.0, name: str | None = N
             sentinels=r.sentinels,
             master=r.master,
             sentinel_password=r.sentinel_password,
+            tls=r.tls,
         )
     assert cfg.checkpoint.file is not None
     return open_files(cfg.checkpoint.file.path, name)

@@ -77,6 +77,13 @@ class FileCheckpoints:
     def describe(self) -> str:
         return str(self.path)
 
+    def hold(self, token: str | None) -> None:
+        if token is not None:
+            raise CdcError(
+                f"{self.path} cannot be fenced by a lease: the file store serves one connector",
+                hint="use checkpoint.redis for ha.enabled",
+            )
+
 
 class FileHeartbeats:
     """`<directory>/<name>.status.json`: the status and the time it expires at."""

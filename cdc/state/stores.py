@@ -42,6 +42,37 @@ class CheckpointStore(Protocol):
         """Where the checkpoint lives, for messages."""
         ...
 
+    def hold(self, token: str | None) -> None:
+        """Fence every later `save` by the lease: it writes only while `token` holds it, and
+        raises `LeaseLost` otherwise (None: no fencing). Backends without leases refuse."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Which of several connectors of one name streams: the holder of a token with a time to
+    live. Writes of the checkpoint are fenced by it (`CheckpointStore.hold`)."""
+
+    def acquire(self, token: str, ttl: float) -> bool:
+        """Take the lease for `ttl` seconds if nobody holds it, or renew it if `token` does;
+        True when `token` holds it now."""
+        ...
+
+    def holder(self) -> str | None:
+        """The token holding the lease, or None."""
+        ...
+
+    def release(self, token: str) -> None:
+        """Give the lease up if `token` holds it (a clean stop: a standby takes over at once)."""
+        ...
+
+    def standby(self, token: str, ttl: float) -> None:
+        """Mark `token` as a waiting standby for `ttl` seconds."""
+        ...
+
+    def standbys(self) -> list[str]:
+        """The tokens of the standbys waiting now."""
+        ...
+
 
 class HeartbeatStore(Protocol):
     """The running connector's status, kept alive by repeated writes."""
@@ -123,6 +154,8 @@ class Stores:
     letters: DeadLetterQueue
     backend: Closer
     """What holds the backend's connections; closed by `close`."""
+    lease: LeaseStore | None = None
+    """The active/standby lease (Redis only)."""
 
     def close(self) -> None:
         self.backend.close()

@@ -78,6 +78,10 @@ class MemoryCheckpoints:
     def describe(self) -> str:
         return "memory"
 
+    def hold(self, token: str | None) -> None:
+        if token is not None:
+            raise AssertionError("the in-memory stores take no lease")
+
 
 class MemoryHeartbeats:
     def __init__(self, memory: Memory) -> None:

@@ -17,7 +17,8 @@ the part of the Elasticsearch API the connector uses, shaped like Elasticsearch 
     POST /_bulk, /{index}/_bulk  NDJSON `index` and `delete` actions
 
 Other paths answer 400 "no handler found", like Elasticsearch. Request bodies may be
-gzip-encoded or chunked. The indices, documents and `_bulk` semantics, including the two
+gzip-encoded or chunked. With an `ssl_context` it serves HTTPS, each connection's handshake in
+that connection's thread. The indices, documents and `_bulk` semantics, including the two
 storage modes (`store=True` keeps documents with external-version semantics, `store=False`
 stores nothing and acknowledges every item, for throughput runs), are in
 `cdc.testing.documents`; this module holds the server, the request routing and the controls.
@@ -34,6 +35,7 @@ import contextlib
 import gzip
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -67,11 +69,23 @@ _POLL_INTERVAL = 0.05
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], standin: EsStandIn) -> None:
+    def __init__(
+        self, address: tuple[str, int], standin: EsStandIn, context: ssl.SSLContext | None
+    ) -> None:
         self.standin = standin
+        self.context = context
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.context is None:
+            return sock, address
+        # The handshake waits for the client's first bytes: not on the accepting thread, where
+        # one silent client would hold up every other.
+        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients vanishing mid-response (timeouts, down()) are part of the job.
@@ -168,12 +182,21 @@ class _Handler(BaseHTTPRequestHandler):
 class EsStandIn:
     """An Elasticsearch-API stand-in on `host:port` (`port=0` picks a free port).
 
-    The port is bound in the constructor and kept across `down()`/`up()`. Use as a context
-    manager, or call `start()` and `close()`. All methods are thread-safe.
+    The port is bound in the constructor and kept across `down()`/`up()`. With `ssl_context`
+    (a server-side context holding the certificate) it speaks HTTPS. Use as a context manager,
+    or call `start()` and `close()`. All methods are thread-safe.
     """
 
-    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", store: bool = True) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        store: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._host = host
+        self._context = ssl_context
         self._lock = threading.Lock()
         self._life = threading.Lock()
         self._docs = DocumentStore(store)
@@ -184,7 +207,7 @@ class EsStandIn:
         self._closed = False
         self._started = False
         self._thread: threading.Thread | None = None
-        self._server: _Server | None = _Server((host, port), self)
+        self._server: _Server | None = _Server((host, port), self, ssl_context)
         self._port: int = self._server.server_address[1]
         self.requests = 0
         """HTTP requests answered, of any kind."""
@@ -216,8 +239,10 @@ class EsStandIn:
 
     @property
     def url(self) -> str:
-        """The base URL to give the connector, e.g. `http://127.0.0.1:41234`."""
-        return f"http://{self._host}:{self._port}"
+        """The base URL to give the connector, e.g. `http://127.0.0.1:41234` (`https://` with
+        an `ssl_context`)."""
+        scheme = "http" if self._context is None else "https"
+        return f"{scheme}://{self._host}:{self._port}"
 
     def start(self) -> Self:
         """Start serving. Idempotent; returns the stand-in."""
@@ -258,7 +283,7 @@ class EsStandIn:
             if self._closed:
                 raise RuntimeError("the stand-in is closed")
             if self._server is None:
-                self._server = _Server((self._host, self._port), self)
+                self._server = _Server((self._host, self._port), self, self._context)
             if self._started and self._thread is None:
                 self._serve()
 

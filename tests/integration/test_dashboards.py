@@ -241,7 +241,8 @@ def test_compose_runs_prometheus_and_grafana_with_the_files_of_the_repository() 
     config = _yaml(PROMETHEUS)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = [t for sc in jobs["cdc"]["static_configs"] for t in sc["targets"]]
-    assert targets == [f"connector:{MetricsConfig().port}"]
+    port = MetricsConfig().port
+    assert targets == [f"connector:{port}", f"connector-standby:{port}"]
     assert "metrics" not in _yaml(DOCKER / "connector.yaml")
     for rule_file in config["rule_files"]:
         inside = str(Path("/etc/prometheus") / rule_file)

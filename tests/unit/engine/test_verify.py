@@ -166,6 +166,9 @@ class Checkpoints:
     def describe(self) -> str:
         return "memory"
 
+    def hold(self, token: str | None) -> None:
+        raise AssertionError("the verifier takes no lease")
+
 
 class Docs:
     """The index as the verifier reads it, with a hook on every `_mget`."""
