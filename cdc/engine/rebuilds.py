@@ -96,6 +96,7 @@ class Rebuilds:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._trees = list(trees)
+        self._number = {id(tree): number for number, tree in enumerate(self._trees)}
         self._rows = rows
         self._reader: TreeRows | None = None
         self._stop = stop
@@ -149,7 +150,7 @@ class Rebuilds:
         if not self._open:
             return
         for tree, lookup, values, tag in self._open:
-            wanted = self._due.setdefault(self._trees.index(tree), {}).setdefault(lookup, {})
+            wanted = self._due.setdefault(self._number[id(tree)], {}).setdefault(lookup, {})
             old = wanted.get(values)
             if old is None or tag > old:
                 wanted[values] = tag

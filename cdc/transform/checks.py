@@ -88,15 +88,21 @@ def field_problems(options: FieldOptions, table: TableSchema) -> list[Problem]:
     )
 
 
-def field_names(options: FieldOptions, table: TableSchema) -> list[str]:
-    """The fields the options make of the table's columns, in column order."""
+def field_columns(options: FieldOptions, table: TableSchema) -> list[Column]:
+    """The columns that become fields: every column, minus `exclude`, restricted to
+    `include` when given, in table order."""
     include = None if options.include is None else set(options.include)
     exclude = set(options.exclude)
     return [
-        options.rename.get(column.name, column.name)
+        column
         for column in table.columns
         if column.name not in exclude and (include is None or column.name in include)
     ]
+
+
+def field_names(options: FieldOptions, table: TableSchema) -> list[str]:
+    """The fields the options make of the table's columns, in column order."""
+    return [options.rename.get(c.name, c.name) for c in field_columns(options, table)]
 
 
 def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
@@ -147,13 +153,9 @@ def _unknown_columns(mapping: FieldOptions, table: TableSchema) -> list[Problem]
 
 
 def _collisions(mapping: FieldOptions, table: TableSchema) -> list[Problem]:
-    include = None if mapping.include is None else set(mapping.include)
-    exclude = set(mapping.exclude)
     sources: dict[str, str] = {}
     found = []
-    for column in table.columns:
-        if column.name in exclude or (include is not None and column.name not in include):
-            continue
+    for column in field_columns(mapping, table):
         name = mapping.rename.get(column.name, column.name)
         if name in sources:
             found.append(

@@ -29,6 +29,7 @@ from typing import Any
 
 from cdc.config import ChildMapping, FieldOptions
 from cdc.model.events import Column, Kind, TableSchema
+from cdc.transform.checks import field_columns
 from cdc.transform.trees import Node, Tree
 
 KEYWORD_IGNORE_ABOVE = 256
@@ -89,12 +90,8 @@ def _decimal(column: Column, options: FieldOptions) -> dict[str, Any]:
 
 def table_properties(options: FieldOptions, table: TableSchema) -> dict[str, Any]:
     """`properties` of the fields the options make of the table's columns."""
-    include = None if options.include is None else set(options.include)
-    exclude = set(options.exclude)
     properties: dict[str, Any] = {}
-    for column in table.columns:
-        if column.name in exclude or (include is not None and column.name not in include):
-            continue
+    for column in field_columns(options, table):
         spec = field_mapping(column, options)
         if spec is not None:
             properties[options.rename.get(column.name, column.name)] = spec

@@ -34,7 +34,7 @@ from cdc.config import FieldOptions, TableMapping
 from cdc.config.mappings import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
-from cdc.transform.checks import problems
+from cdc.transform.checks import field_columns, problems
 from cdc.transform.computed import Hook, apply_hook, compile_computed, load_hook
 from cdc.transform.convert import (
     Converter,
@@ -293,14 +293,14 @@ def document_builder(
     names must exist (checked by `cdc.transform.checks`); raises KeyError on a row image that
     lacks one."""
     opts = _options(options, time_zone)
-    include = None if options.include is None else set(options.include)
-    exclude = set(options.exclude)
-    fields: list[tuple[str, str, Converter]] = []
-    for column in table.columns:
-        if column.name in exclude or (include is not None and column.name not in include):
-            continue
-        name = options.rename.get(column.name, column.name)
-        fields.append((column.name, name, _converter(options, column, opts)))
+    fields = [
+        (
+            column.name,
+            options.rename.get(column.name, column.name),
+            _converter(options, column, opts),
+        )
+        for column in field_columns(options, table)
+    ]
     document = _compile_document(fields, dict(static or {}))
     computed = compile_computed(options, table, opts)
     if computed is None:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from cdc.config import ChildMapping, TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import ForeignKey, RowChange, TableSchema
-from cdc.transform.checks import Problem, closest, field_names, field_problems
+from cdc.transform.checks import Problem, closest, field_columns, field_names, field_problems
 from cdc.transform.computed import apply_hook
 from cdc.transform.mapping import Action, Mapper, document_builder
 
@@ -483,13 +483,7 @@ def compile_tree(
 
 
 def _own_columns(options: TableMapping | ChildMapping, schema: TableSchema) -> list[str]:
-    include = None if options.include is None else set(options.include)
-    exclude = set(options.exclude)
-    return [
-        col.name
-        for col in schema.columns
-        if col.name not in exclude and (include is None or col.name in include)
-    ]
+    return [column.name for column in field_columns(options, schema)]
 
 
 def _child(
