@@ -165,6 +165,9 @@ class Pipeline:
         self.stats = self.loop.stats
         self._saved_at = time.monotonic()
         self._recorder.start()
+        # Up from here, not from the first heartbeat write (a moment later): a scrape between
+        # the two must not read a streaming connector as down.
+        self.metrics.up.set(1)
         position = start.position
         self.snapshots.resume_at(position.file, position.offset, start.counter)
         retry(lambda: self.snapshots.start(fresh), outages.source, stop)
