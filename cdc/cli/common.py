@@ -16,6 +16,7 @@ import contextlib
 import fnmatch
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,10 +27,12 @@ import orjson
 import typer
 
 from cdc.config import ConnectorConfig, load_config
+from cdc.engine.lease import Lease
 from cdc.errors import CdcError
 from cdc.model.position import ServerInfo
 from cdc.model.status import Status
 from cdc.source.mysql import Connection, Session
+from cdc.state.stores import Stores
 
 ConfigOption = Annotated[
     Path,
@@ -190,3 +193,28 @@ def duration(seconds: float) -> str:
 def describe_runner(status: Status) -> str:
     """`pid 123 on host, heartbeat 2 s ago`."""
     return f"pid {status.pid} on {status.host}, heartbeat {ago(status.updated_at)}"
+
+
+@contextlib.contextmanager
+def holding_lease(cfg: ConnectorConfig, stores: Stores) -> Iterator[Lease | str | None]:
+    """For a command that changes what the connector does next (`cdc position set/reset/
+    import`, a `cdc snapshot` run here): take the connector's lease (Redis) for as long as the
+    command runs, so that no connector with `ha.enabled` starts streaming meanwhile, and fence
+    the command's checkpoint writes by it, so that one taking over could not be overwritten.
+    Yields the held lease; or the token of the connector holding it now (the command refuses
+    or defers to it); or None when the store has no lease (the file store serves one connector).
+    The lease is given up at the end, so a standby takes over at once."""
+    if stores.lease is None:
+        yield None
+        return
+    lease = Lease(stores.lease, cfg.ha.lease_ttl, threading.Event())
+    holder = lease.take()
+    if holder is not None:
+        yield holder
+        return
+    stores.checkpoints.hold(lease.token)
+    try:
+        yield lease
+    finally:
+        stores.checkpoints.hold(None)
+        lease.release()

@@ -1,7 +1,9 @@
 """`cdc position ...`: show, set, reset, export and import the stored checkpoint.
 
-Every command that changes the checkpoint follows the same steps: refuse while a connector of
-that name is running (its heartbeat says running or degraded) unless `--force`; build the new
+Every command that changes the checkpoint follows the same steps: take the connector's lease
+(Redis; held until the command ends, so no connector with `ha.enabled` starts streaming
+meanwhile, and the write is fenced by it); refuse while a connector of that name holds the
+lease or is running (its heartbeat says running or degraded) unless `--force`; build the new
 checkpoint and validate it against the server (a purged or unknown position is refused with the
 reason); print what changes (old -> new); ask for confirmation unless `--yes` (without a
 terminal and without `--yes` it refuses); then save.
@@ -34,6 +36,7 @@ from cdc.cli.common import (
     describe_runner,
     fail,
     fail_with,
+    holding_lease,
     load,
     paragraphs,
     reported,
@@ -94,6 +97,23 @@ def _refuse_if_running(heartbeats: HeartbeatStore, name: str, force: bool) -> No
     )
 
 
+def _refuse_if_active(name: str, holder: str, force: bool) -> None:
+    """Another connector holds the lease (`ha.enabled`): it is streaming, and would overwrite
+    the position at its next checkpoint."""
+    if not force:
+        fail(
+            f"connector {name!r} is active: {holder} holds its lease",
+            "stop every connector with this name first (all replicas: a standby would take "
+            "over); pass --force only if you accept that the active one overwrites the "
+            "position at its next checkpoint",
+        )
+    typer.echo(
+        f"warning: connector {name!r} is active ({holder} holds its lease); going ahead "
+        "because of --force, unfenced",
+        err=True,
+    )
+
+
 def _validate(conn: Connection, info: ServerInfo, position: Position) -> None:
     """Raise PositionError unless the server can stream from `position`; warn on a doubt."""
     check = positions.check_position(conn, info, position)
@@ -128,7 +148,9 @@ def _change(
     counter_note: Callable[[Checkpoint | None, Checkpoint], str],
     after: str,
 ) -> None:
-    with reported(), open_stores(cfg) as stores:
+    with reported(), open_stores(cfg) as stores, holding_lease(cfg, stores) as lease:
+        if isinstance(lease, str):
+            _refuse_if_active(cfg.name, lease, force)
         _refuse_if_running(stores.heartbeats, cfg.name, force)
         old = stores.checkpoints.load()
         with source(cfg) as (conn, info):

@@ -15,12 +15,14 @@ from cdc.cli.common import (
     ConfigOption,
     error,
     fail,
+    holding_lease,
     load,
     matching_tables,
     reported,
     setup_command_logging,
 )
 from cdc.config import ConnectorConfig, TableMapping
+from cdc.engine.lease import Lease
 from cdc.engine.pipeline import Pipeline
 from cdc.engine.snapshotter import request, resolve_tables
 from cdc.engine.startup import check_mappings
@@ -65,7 +67,7 @@ def snapshot(
     if bool(table) == all_tables:
         fail("give --table (one or more) or --all", code=2)
     setup_command_logging(cfg)
-    with reported(), open_stores(cfg) as stores:
+    with reported(), open_stores(cfg) as stores, holding_lease(cfg, stores) as lease:
         with RowReader(cfg.source) as reader:
             covered = resolve_tables(cfg, reader)
         tables = covered if all_tables else matching_tables(covered, table or [])
@@ -77,20 +79,28 @@ def snapshot(
         else:
             request(stores.snapshots, tables)
         typer.echo(f"snapshot requested for {', '.join(tables)}")
+        if isinstance(lease, str):
+            typer.echo(f"the active connector ({lease} holds the lease) performs it")
+            if wait:
+                _follow(stores.snapshots, tables, None)
+            return
         if status is not None and status.running:
             typer.echo(f"the running connector (pid {status.pid}) performs it")
             if wait:
                 _follow(stores.snapshots, tables, None)
             return
-        _run_here(cfg, stores, tables)
+        _run_here(cfg, stores, tables, lease)
 
 
-def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str]) -> None:
-    """Stream and snapshot in this process until the snapshot is done and the stream caught up."""
+def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str], lease: Lease | None) -> None:
+    """Stream and snapshot in this process until the snapshot is done and the stream caught up;
+    holding the lease (Redis), it stops if the lease is lost."""
     sink = ElasticSink(cfg.sink)
-    stop = threading.Event()
+    stop = lease.ends if lease is not None else threading.Event()
+    interrupted = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        interrupted.set()
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -116,9 +126,14 @@ def _run_here(cfg: ConnectorConfig, stores: Stores, tables: list[str]) -> None:
         sink.close()
     if failure and not isinstance(failure[0], Interrupted):
         raise failure[0]
-    if stop.is_set():
+    if interrupted.is_set():
         typer.echo("interrupted: the next `cdc snapshot` or `cdc run` resumes it")
         raise typer.Exit(1)
+    if stop.is_set():  # set by the lease's renewal: another connector took the lease
+        fail(
+            "lost the lease to another connector with this name",
+            "it goes on with the snapshot; `cdc status` shows the progress",
+        )
 
 
 def _next_index(alias: str, current: str) -> str:

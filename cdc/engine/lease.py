@@ -51,6 +51,10 @@ class Lease:
         self._clock = clock
         self.holder: str | None = None
         """The token holding the lease when this process last looked (as a standby)."""
+        self.ends = threading.Event()
+        """Set when this process's current term ends (see `term`)."""
+        self._lock = threading.Lock()
+        self._released = False
 
     def wait_until_held(self) -> bool:
         """Wait as a standby until this process holds the lease (True), or until stopped
@@ -79,7 +83,8 @@ class Lease:
         """Start renewing the lease on a thread of its own; returns an event that is set when
         this process's term ends: the lease went to another, could not be renewed for two
         thirds of its TTL, or the connector is stopping."""
-        ends = threading.Event()
+        ends = self.ends = threading.Event()
+        self._released = False
         thread = threading.Thread(target=self._renew, args=(ends,), name="lease", daemon=True)
         thread.start()
         return ends
@@ -88,7 +93,11 @@ class Lease:
         renewed = self._clock()
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not self._store.acquire(self.token, self.ttl):
+                with self._lock:
+                    if self._released:
+                        break
+                    held = self._store.acquire(self.token, self.ttl)
+                if not held:
                     holder = self._safe_holder()
                     log.warning("lost the lease to %s: stepping down to standby", holder)
                     ends.set()
@@ -112,9 +121,21 @@ class Lease:
         except CdcError:
             return None
 
+    def take(self) -> str | None:
+        """Take the lease now if it is free, without waiting (a command that changes the
+        checkpoint): None when this process holds it now, renewed until `release`; otherwise
+        the token of the holder."""
+        if self._store.acquire(self.token, self.ttl):
+            self.term()
+            return None
+        return self._safe_holder() or "another connector"
+
     def release(self) -> None:
-        """Give the lease up on a clean stop, so that a standby takes over at once."""
+        """Give the lease up on a clean stop, so that a standby takes over at once. Renewal
+        ends here too, so a renewal in flight cannot take the lease back afterwards."""
         try:
-            self._store.release(self.token)
+            with self._lock:
+                self._released = True
+                self._store.release(self.token)
         except CdcError as exc:
             log.warning("could not give up the lease (%s); it lapses by itself", exc.message)

@@ -292,9 +292,12 @@ def test_export_asks_before_replacing_a_file_and_needs_a_checkpoint(
 # -- confirmation and running connectors ------------------------------------------------------
 
 
-def _in_terminal(args: list[str], answer: str) -> tuple[int, str]:
-    """Run `cdc ...` with a pseudo-terminal as stdin/stdout, answer its question, and return
-    the exit status and everything it printed."""
+def _in_terminal(
+    args: list[str], answer: str, while_asked: Callable[[int], None] | None = None
+) -> tuple[int, str]:
+    """Run `cdc ...` with a pseudo-terminal as stdin/stdout, answer its question (first calling
+    `while_asked` with the command's pid), and return the exit status and everything it
+    printed."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cdc", *args],
@@ -318,6 +321,8 @@ def _in_terminal(args: list[str], answer: str) -> tuple[int, str]:
                 break
             output += chunk
             if not answered and b"[y/N]" in output:
+                if while_asked is not None:
+                    while_asked(proc.pid)
                 os.write(leader, answer.encode() + b"\n")
                 answered = True
         elif proc.poll() is not None:
@@ -373,6 +378,85 @@ def test_changes_are_refused_while_the_heartbeat_says_running_unless_forced(
     assert forced.exit_code == 0, forced.output
     assert "going ahead because of --force" in forced.stderr
     assert checkpoint(config).position.gtid == gtid_now(mariadb)
+
+
+def test_changes_are_refused_while_a_connector_holds_the_lease_unless_forced(
+    mariadb: MariaDB, items: Callable[[str], int], config: Path
+) -> None:
+    run_until_caught_up(config)
+    before = checkpoint(config)
+    items("INSERT INTO items VALUES (1, 1)")
+    with open_stores(load_config(config)) as stores:
+        assert stores.lease is not None
+        assert stores.lease.acquire("box-7:4242:0a1b2c3d", 60)
+    args = ["position", "reset", "-c", str(config), "--to", "now", "--yes"]
+
+    refused = cdc(*args)
+    unchanged = checkpoint(config)
+    forced = cdc(*args, "--force")
+
+    assert refused.exit_code == 1
+    assert "connector 'test' is active: box-7:4242:0a1b2c3d holds its lease" in refused.stderr
+    assert "stop every connector with this name first (all replicas" in refused.stderr
+    assert unchanged == before
+    assert forced.exit_code == 0, forced.output
+    assert "going ahead because of --force, unfenced" in forced.stderr
+    assert checkpoint(config).position.gtid == gtid_now(mariadb)
+
+
+def test_a_change_holds_the_lease_until_saved_and_then_gives_it_up(
+    mariadb: MariaDB, items: Callable[[str], int], config: Path
+) -> None:
+    run_until_caught_up(config)
+    items("INSERT INTO items VALUES (1, 1)")
+    target = gtid_now(mariadb)
+    seen: list[tuple[str | None, int]] = []
+    taken_by_a_standby: list[bool] = []
+
+    def while_asked(pid: int) -> None:
+        with open_stores(load_config(config)) as stores:
+            assert stores.lease is not None
+            seen.append((stores.lease.holder(), pid))
+            taken_by_a_standby.append(stores.lease.acquire("standby:1:ffff", 10))
+
+    status, output = _in_terminal(
+        ["position", "set", "-c", str(config), "--gtid", target], "y", while_asked
+    )
+
+    assert status == 0, output
+    [(holder, pid)] = seen
+    assert holder is not None and holder.split(":")[1] == str(pid), seen
+    assert taken_by_a_standby == [False]
+    assert checkpoint(config).position.gtid == target
+    with open_stores(load_config(config)) as stores:
+        assert stores.lease is not None
+        assert stores.lease.holder() is None, "the command kept the lease"
+
+
+def test_a_connector_taking_the_lease_during_a_change_makes_the_write_refused(
+    mariadb: MariaDB, items: Callable[[str], int], config: Path
+) -> None:
+    """The check and the write are one: if a connector takes over while the command asks, the
+    fenced write is refused and the position stays the new active's."""
+    run_until_caught_up(config)
+    before = checkpoint(config)
+    items("INSERT INTO items VALUES (1, 1)")
+
+    def take_over(pid: int) -> None:
+        with open_stores(load_config(config)) as stores:
+            assert stores.lease is not None
+            holder = stores.lease.holder()
+            assert holder is not None
+            stores.lease.release(holder)
+            assert stores.lease.acquire("box-8:77:0badf00d", 60)
+
+    status, output = _in_terminal(
+        ["position", "reset", "-c", str(config), "--to", "now"], "y", take_over
+    )
+
+    assert status == 1, output
+    assert "was not written: another connector" in output
+    assert checkpoint(config) == before
 
 
 def test_a_stopped_connector_does_not_block_changes(

@@ -256,3 +256,56 @@ def test_a_snapshot_across_an_alter_table_reads_the_new_columns(
             proc.terminate()
             assert proc.wait(timeout=10) == 0, proc.log()
     assert 0 < altered_at < rows
+
+
+def _lease_holder_pid(config: Path) -> int | None:
+    with open_stores(load_config(config)) as stores:
+        assert stores.lease is not None
+        holder = stores.lease.holder()
+    return None if holder is None else int(holder.split(":")[1])
+
+
+def test_a_snapshot_goes_through_the_lease_of_ha_connectors(
+    mariadb: MariaDB, fresh_db: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Run by the command, a snapshot holds the lease: an HA connector started meanwhile waits
+    as a standby and takes over when it ends. With an active connector, the command leaves
+    the work to it."""
+    _fill(mariadb, fresh_db, 30_000)
+    with EsStandIn() as standin:
+        standin.start()
+        config = write_config(
+            tmp_path / "c.yaml",
+            port=mariadb.port,
+            es_url=standin.url,
+            redis_url=redis_url,
+            tables=[{"table": f"{fresh_db}.big", "index": "big"}],
+            snapshot={"mode": "never", "chunk_size": 1000},
+            ha={"enabled": True, "lease_ttl": 2},
+        )
+        run_until_caught_up(config)
+        command = [sys.executable, "-m", "cdc", "snapshot", "--config", str(config), "--all"]
+        here = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: _lease_holder_pid(config) == here.pid, 60, "the command's lease")
+        with CdcProcess(config) as proc:
+            wait_for(lambda: "standby:" in proc.log(), 30, "the connector to wait as a standby")
+            output, _ = here.communicate(timeout=300)
+            assert here.returncode == 0, output.decode()
+            assert "took the lease" not in proc.log(), "the connector streamed during the command"
+            wait_for(lambda: "took the lease" in proc.log(), 10, "the connector to take over")
+            assert _lease_holder_pid(config) == proc.proc.pid
+            assert standin.docs("big") == _rows(mariadb, fresh_db)
+
+            mariadb.sql("UPDATE big SET note = 'again'", db=fresh_db)
+            deferred = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            assert deferred.returncode == 0, deferred.stdout + deferred.stderr
+            assert "the active connector (" in deferred.stdout
+            assert "holds the lease) performs it" in deferred.stdout
+            assert "30,000/" in deferred.stdout and "(100%) done" in deferred.stdout
+            wait_for(
+                lambda: standin.docs("big") == _rows(mariadb, fresh_db),
+                60,
+                "the index to equal MySQL",
+            )
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0, proc.log()
