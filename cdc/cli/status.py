@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any, NoReturn
 
@@ -194,17 +195,24 @@ def describe_verify(summary: VerifySummary | None, interval: float) -> str | Non
 
 
 def health(config: ConfigOption) -> None:
-    """Exit 0 if a live heartbeat says running or degraded, else 1; one line says why."""
+    """Exit 0 if a live heartbeat says running or degraded, or this host's connector waits as
+    a standby (`ha.enabled`), else 1; one line says why."""
     try:
         cfg = load_config(config)
     except CdcError as exc:
         _unhealthy(f"the config is invalid: {exc.message}")
+    standby_here: str | None = None
     try:
         with open_stores(cfg, HEALTH_TIMEOUT) as stores:
             heartbeat = stores.heartbeats.read()
             where = stores.checkpoints.describe()
+            if cfg.ha.enabled and stores.lease is not None:
+                standby_here = _standby_here(stores.lease.holder(), stores.lease.standbys())
     except CdcError as exc:
         _unhealthy(f"cannot read the heartbeat: {exc.message}")
+    if standby_here is not None:
+        typer.echo(f"healthy: standby, {standby_here}")
+        return
     if heartbeat is None:
         _unhealthy(f"no heartbeat next to {where}: the connector is not running")
     if not heartbeat.running:
@@ -216,6 +224,21 @@ def health(config: ConfigOption) -> None:
     degraded = heartbeat.degraded
     state = f"degraded ({', '.join(degraded)} unavailable)" if degraded else "running"
     typer.echo(f"healthy: {state}, {describe_runner(heartbeat)}")
+
+
+def _standby_here(holder: str | None, standbys: list[str]) -> str | None:
+    """With `ha.enabled`, `cdc health` runs beside its own `cdc run` (a container's probe):
+    when a standby of this host waits and the lease is not held from this host, it answers
+    for that standby, which is healthy whatever the active's state. Lease tokens start with
+    the host name (`cdc.engine.lease.new_token`)."""
+    host = socket.gethostname()
+    if holder is not None and holder.split(":", 1)[0] == host:
+        return None
+    if not any(token.split(":", 1)[0] == host for token in standbys):
+        return None
+    if holder is None:
+        return "waiting for the lease, which is free: a connector takes it over now"
+    return f"waiting for the lease ({holder} holds it)"
 
 
 def _unhealthy(reason: str) -> NoReturn:

@@ -3,6 +3,7 @@ after a run, when a link is down, and on a misconfigured server."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -482,3 +483,42 @@ def test_check_rejects_an_invalid_config_with_exit_2(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("✗ config: ")
     assert "source.port" in lines[0] and lines[0].endswith("— fix the config file")
+
+
+def test_health_of_a_standby_is_healthy_whatever_the_active_does(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`cdc health` beside a waiting standby (a container's probe) answers for the standby;
+    beside the active, or with no standby of this host, it answers from the heartbeat."""
+    config = write_config(
+        tmp_path / "c.yaml",
+        port=3306,
+        es_url="http://127.0.0.1:9200",
+        redis_url=redis_url,
+        tables=[{"table": "shop.items", "index": "items"}],
+        ha={"enabled": True, "lease_ttl": 10},
+    )
+    here = socket.gethostname()
+    with open_stores(load_config(config)) as stores:
+        assert stores.lease is not None
+        lease = stores.lease
+        lease.standby("elsewhere:1:aa", 30)
+        assert lease.acquire("elsewhere:2:bb", 30)
+        no_standby_here = cdc("health", "-c", str(config))
+        lease.standby(f"{here}:3:cc", 30)
+        standby_here = cdc("health", "-c", str(config))
+        lease.release("elsewhere:2:bb")
+        lease_free = cdc("health", "-c", str(config))
+        assert lease.acquire(f"{here}:4:dd", 30)
+        active_here = cdc("health", "-c", str(config))
+
+    assert no_standby_here.exit_code == 1
+    assert "no heartbeat" in no_standby_here.stderr
+    assert standby_here.exit_code == 0, standby_here.stderr
+    assert standby_here.stdout == (
+        "healthy: standby, waiting for the lease (elsewhere:2:bb holds it)\n"
+    )
+    assert lease_free.exit_code == 0
+    assert "the lease, which is free" in lease_free.stdout
+    assert active_here.exit_code == 1
+    assert "no heartbeat" in active_here.stderr
