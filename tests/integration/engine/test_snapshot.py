@@ -265,13 +265,19 @@ def _lease_holder_pid(config: Path) -> int | None:
     return None if holder is None else int(holder.split(":")[1])
 
 
+def _progress_state(config: Path, table: str) -> str | None:
+    with open_stores(load_config(config)) as stores:
+        progress = stores.snapshots.load_all().get(table)
+    return None if progress is None else progress.state
+
+
 def test_a_snapshot_goes_through_the_lease_of_ha_connectors(
     mariadb: MariaDB, fresh_db: str, redis_url: str, tmp_path: Path
 ) -> None:
     """Run by the command, a snapshot holds the lease: an HA connector started meanwhile waits
     as a standby and takes over when it ends. With an active connector, the command leaves
     the work to it."""
-    _fill(mariadb, fresh_db, 30_000)
+    _fill(mariadb, fresh_db, 60_000)
     with EsStandIn() as standin:
         standin.start()
         config = write_config(
@@ -289,9 +295,18 @@ def test_a_snapshot_goes_through_the_lease_of_ha_connectors(
         wait_for(lambda: _lease_holder_pid(config) == here.pid, 60, "the command's lease")
         with CdcProcess(config) as proc:
             wait_for(lambda: "standby:" in proc.log(), 30, "the connector to wait as a standby")
+            assert here.poll() is None, "the snapshot ended before the connector started"
+            # Holder first, then progress: a snapshot not yet done when the progress was read
+            # was not done when the holder was read either, so the command held the lease.
+            during = []
+            while here.poll() is None:
+                holder = _lease_holder_pid(config)
+                if _progress_state(config, f"{fresh_db}.big") != "done":
+                    during.append(holder)
+                time.sleep(0.1)
             output, _ = here.communicate(timeout=300)
             assert here.returncode == 0, output.decode()
-            assert "took the lease" not in proc.log(), "the connector streamed during the command"
+            assert during and set(during) == {here.pid}, during
             wait_for(lambda: "took the lease" in proc.log(), 10, "the connector to take over")
             assert _lease_holder_pid(config) == proc.proc.pid
             assert standin.docs("big") == _rows(mariadb, fresh_db)
@@ -301,7 +316,7 @@ def test_a_snapshot_goes_through_the_lease_of_ha_connectors(
             assert deferred.returncode == 0, deferred.stdout + deferred.stderr
             assert "the active connector (" in deferred.stdout
             assert "holds the lease) performs it" in deferred.stdout
-            assert "30,000/" in deferred.stdout and "(100%) done" in deferred.stdout
+            assert "60,000/" in deferred.stdout and "(100%) done" in deferred.stdout
             wait_for(
                 lambda: standin.docs("big") == _rows(mariadb, fresh_db),
                 60,
