@@ -254,7 +254,9 @@ def test_restart_after_sigterm_and_kill_9_loses_nothing(
     time.sleep(0.5)
 
     with CdcProcess(config) as third:
-        time.sleep(1.0)
+        # Until it streams: a SIGTERM before `cdc run` installed its handler would kill it.
+        wait_for(lambda: "resuming from checkpoint" in third.log(), what="the third run")
+        time.sleep(0.5)
         transactions = writer.finish()
         third.terminate()
         assert third.wait(timeout=10) == 0, third.log()
