@@ -65,9 +65,14 @@ class Snapshots:
         """(file, offset, counter) of recent commits."""
         self._counter = 0
         """The counter of the last commit read."""
-        self._inbox: queue.Queue[Chunk] = queue.Queue(maxsize=1)
+        self._inbox: queue.Queue[Chunk] = queue.Queue()
+        """Chunks read, not seen by the main loop yet (the snapshotter bounds how many)."""
         self._held: list[Chunk] = []
+        """Chunks waiting for the stream to read past their position."""
         self._sent: list[Chunk] = []
+        """Chunks whose items are in the batch."""
+        self._inflight: list[Chunk] = []
+        """Chunks whose items were sent, not acknowledged yet."""
         self.rebuilds: dict[str, str] = {}
         """alias -> the new index, while a rebuild fills it: changes go to both."""
         self.progress: Progress | None = None
@@ -208,13 +213,22 @@ class Snapshots:
                 items.append(BulkItem(action, chunk_version, chunk.table, None, mapper.id_columns))
         return items
 
-    def acknowledged(self) -> int:
-        """Every chunk sent so far was acknowledged; returns their rows."""
+    def take_sent(self) -> list[Chunk]:
+        """The chunks whose items the batch holds, as it is being sent."""
+        chunks = self._sent
+        self._sent = []
+        self._inflight += chunks
+        return chunks
+
+    def acknowledged(self, chunks: list[Chunk]) -> int:
+        """`chunks` (from `take_sent`) and everything sent before them are acknowledged;
+        returns their rows."""
         rows = 0
-        for chunk in self._sent:
+        for chunk in chunks:
             rows += len(chunk.rows)
             chunk.done.set()
-        self._sent = []
+        done = {id(chunk) for chunk in chunks}
+        self._inflight = [c for c in self._inflight if id(c) not in done]
         return rows
 
     def check(self) -> None:
@@ -229,12 +243,18 @@ class Snapshots:
         if s is None:
             return True
         self.check()
-        return s.idle.is_set() and not self._held and self._inbox.empty() and not self._sent
+        return (
+            s.idle.is_set()
+            and not self._held
+            and self._inbox.empty()
+            and not self._sent
+            and not self._inflight
+        )
 
     def close(self) -> None:
         """Stop the snapshotter; chunks not acknowledged are read again next time."""
         self._stop.set()
-        for chunk in self._held + self._sent:
+        for chunk in self._held + self._sent + self._inflight:
             chunk.dropped = True
             chunk.done.set()
         if self._snapshotter is not None:
