@@ -32,7 +32,7 @@ from cdc.engine.snapshotter import Chunk, Snapshotter
 from cdc.errors import Interrupted
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
-from cdc.model.events import Event, TableSchema
+from cdc.model.events import Commit, Event, TableSchema
 from cdc.model.progress import Progress, decode_key
 from cdc.model.versions import ROW_BITS
 from cdc.retry import Backoff, Outage
@@ -133,11 +133,11 @@ def _play(loop: Loop, events: list[Event], pause: float = 0.0) -> None:
     transactions: list[list[Event]] = [[]]
     for event in events:
         transactions[-1].append(event)
-        if event.__class__.__name__ == "Commit":
+        if isinstance(event, Commit):
             transactions.append([])
     feed = TrickleFeed([t for t in transactions if t], pause)
-    last = [e for e in events if e.__class__.__name__ == "Commit"][-1]
-    loop.consume(feed, last.position)  # type: ignore[attr-defined]
+    last = [e for e in events if isinstance(e, Commit)][-1]
+    loop.consume(feed, last.position)
 
 
 def test_answers_out_of_order_never_move_the_checkpoint_past_an_unanswered_change() -> None:
