@@ -62,6 +62,10 @@ class Feed(Protocol):
 
     def empty(self) -> bool: ...
 
+    def wake(self) -> None:
+        """Make a waiting `get` return now."""
+        ...
+
 
 class Recorder(Protocol):
     """Where acknowledged checkpoints go (`cdc.engine.recorder.Recorder`)."""
@@ -176,6 +180,8 @@ class Loop:
         batch = self.batch
         trees = self._trees
         inflight = self.inflight
+        if self._snapshots is not None:
+            self._snapshots.on_chunk = feed.wake  # serve chunks as they are read
         while not self._stop.is_set():
             inflight.settle()
             timeout = self._flush_interval

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from cdc.config import ConnectorConfig
@@ -33,6 +34,11 @@ from cdc.transform.mapping import Mappers
 from cdc.transform.trees import Tree
 
 log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    return None
+
 
 COMMIT_HISTORY = 200_000
 """Commits remembered to version chunks read at an earlier binlog position."""
@@ -79,6 +85,8 @@ class Snapshots:
         """The snapshot worked on last, for the status."""
         self._stop = threading.Event()
         self._snapshotter: Snapshotter | None = None
+        self.on_chunk: Callable[[], None] = _nothing
+        """Called on the snapshotter's thread after each chunk read (wakes the main loop)."""
 
     # -- startup ----------------------------------------------------------------------------
 
@@ -115,7 +123,7 @@ class Snapshots:
                 self._cfg,
                 self._source.rows,
                 self._store,
-                self._inbox.put,
+                self._submit,
                 self._stop,
                 self._on_progress,
                 self.rebuilds.__setitem__,
@@ -123,6 +131,11 @@ class Snapshots:
                 self._trees,
             )
             self._snapshotter.start()
+
+    def _submit(self, chunk: Chunk) -> None:
+        """Called by the snapshotter thread."""
+        self._inbox.put(chunk)
+        self.on_chunk()
 
     def _on_progress(self, progress: Progress) -> None:
         """Called by the snapshotter thread."""
