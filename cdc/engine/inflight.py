@@ -96,6 +96,8 @@ class InFlight:
         self._todo: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._finished = threading.Condition()
         self._workers: list[threading.Thread] = []
+        self._idle = 0
+        """Workers waiting for a request (guarded by `_finished`)."""
 
     def __len__(self) -> int:
         return len(self._out)
@@ -119,7 +121,12 @@ class InFlight:
         while len(self._out) >= self._concurrency:
             self._wait_oldest(None)
             self.settle()
-        if len(self._workers) < self._concurrency:
+        with self._finished:
+            # A worker more only when every one is busy: each thread that builds and parses
+            # bodies keeps a malloc arena of its own, so idle ones would cost memory.
+            start = self._idle == 0 and len(self._workers) < self._concurrency
+            self._idle -= 0 if start else 1
+        if start:
             self._start_worker()
         self._out.append(request)
         self._todo.put(request)
@@ -173,12 +180,16 @@ class InFlight:
             request = self._todo.get()
             if request is None:
                 return
-            try:
-                request.rejected = self._sink.write(
-                    request.items, stop=self._halt, on_retry=self._on_retry
-                )
-            except BaseException as exc:  # raised in the main loop, which owns the process
-                request.error = exc
+            self._write(request)
             with self._finished:
                 request.done = True
+                self._idle += 1
                 self._finished.notify_all()
+
+    def _write(self, request: Request) -> None:
+        try:
+            request.rejected = self._sink.write(
+                request.items, stop=self._halt, on_retry=self._on_retry
+            )
+        except BaseException as exc:  # raised in the main loop, which owns the process
+            request.error = exc
