@@ -66,6 +66,8 @@ class Outage:
         self.since: float | None = None
         """Monotonic time of the first failure of the current outage; None while up."""
         self.retries = 0
+        self._lock = threading.Lock()
+        """Several threads may report on one link (bulk requests in flight)."""
 
     @property
     def down(self) -> bool:
@@ -73,28 +75,32 @@ class Outage:
 
     def failed(self, exc: BaseException) -> None:
         """Record a failure; the first of an outage is logged."""
-        self.retries += 1
-        if self._metrics is not None and self._key is not None:
-            self._metrics.reconnects.labels(self._key).inc()
-        if self.since is None:
-            self.since = time.monotonic()
+        with self._lock:
+            self.retries += 1
             if self._metrics is not None and self._key is not None:
-                self._metrics.degraded.labels(self._key).set(1)
-            log.warning("%s unavailable: %s; retrying with backoff", self.component, exc)
+                self._metrics.reconnects.labels(self._key).inc()
+            if self.since is None:
+                self.since = time.monotonic()
+                if self._metrics is not None and self._key is not None:
+                    self._metrics.degraded.labels(self._key).set(1)
+                log.warning("%s unavailable: %s; retrying with backoff", self.component, exc)
 
     def recovered(self) -> None:
         """Record a success; the end of an outage is logged."""
-        if self.since is not None:
-            if self._metrics is not None and self._key is not None:
-                self._metrics.degraded.labels(self._key).set(0)
-            log.warning(
-                "%s recovered after %.1f s and %d retries",
-                self.component,
-                time.monotonic() - self.since,
-                self.retries,
-            )
-        self.since = None
-        self.retries = 0
+        if self.since is None:
+            return
+        with self._lock:
+            if self.since is not None:
+                if self._metrics is not None and self._key is not None:
+                    self._metrics.degraded.labels(self._key).set(0)
+                log.warning(
+                    "%s recovered after %.1f s and %d retries",
+                    self.component,
+                    time.monotonic() - self.since,
+                    self.retries,
+                )
+            self.since = None
+            self.retries = 0
 
 
 def retry(

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench.py [--rows N] [--shape wide|narrow|both] [--txn-size K]
                                       [--ops insert|mixed] [--mode throughput|lag]
                                       [--rate R] [--duration S] [--profile [PATH]]
+                                      [--es-rtt MS] [--concurrency N]
 
 Everything runs against a throwaway MariaDB (tests/rig.py) and an in-process Elasticsearch
 stand-in that stores nothing and acknowledges every bulk item (`EsStandIn(store=False)`).
@@ -17,6 +18,12 @@ three ways, each in a child process of its own:
      every value of every row image;
   c  the connector, `Pipeline.run(until_caught_up=True)` from a checkpoint at the start of the
      workload: read, decode, map, bulk bodies built and sent to the stand-in.
+
+With `--es-rtt MS`, c runs once more with the stand-in behind `cdc.testing.FaultProxy`
+delaying each direction by MS/2 (a delay line: data in flight overlaps, so only the round trip
+is added, not a bandwidth limit), and its rate is printed beside the 0 ms run with the ratio.
+`--concurrency N` sets `sink.bulk.concurrency` (bulk requests in flight) for every connector
+run; without it the connector's default applies.
 
 Rows are row changes (an UPDATE is one row with two images). Wall time and CPU of b and c
 cover only the measured work, not interpreter start-up; a's are the whole `mariadb-binlog`
@@ -68,7 +75,7 @@ from cdc.model.position import Position  # noqa: E402
 from cdc.model.versions import initial_counter  # noqa: E402
 from cdc.source.mysql import connect, current_position, server_info  # noqa: E402
 from cdc.state.files import FileCheckpoints  # noqa: E402
-from cdc.testing import BulkOp, EsStandIn  # noqa: E402
+from cdc.testing import BulkOp, EsStandIn, FaultProxy  # noqa: E402
 
 SCHEMA = "bench"
 CONNECTOR_NAME = "bench"
@@ -405,12 +412,18 @@ def measure_bare(db: MariaDB, rng: BinlogRange, workdir: Path) -> Measured:
     )
 
 
-def write_config(workdir: Path, db: MariaDB, es_url: str, shapes: list[Shape]) -> Path:
-    """A connector config with the project's defaults for batching and checkpoints."""
+def write_config(
+    workdir: Path, db: MariaDB, es_url: str, shapes: list[Shape], concurrency: int | None = None
+) -> Path:
+    """A connector config with the project's defaults for batching and checkpoints (and
+    `concurrency` bulk requests in flight, when given)."""
+    sink: dict[str, Any] = {"urls": [es_url]}
+    if concurrency is not None:
+        sink["bulk"] = {"concurrency": concurrency}
     data = {
         "name": CONNECTOR_NAME,
         "source": source_config(db).model_dump(exclude_unset=True),
-        "sink": {"urls": [es_url]},
+        "sink": sink,
         "checkpoint": {"file": {"path": str(workdir)}},
         "tables": [{"table": s.table, "index": s.index} for s in shapes],
     }
@@ -431,12 +444,24 @@ def start_checkpoint(workdir: Path, db: MariaDB, position: Position) -> None:
 
 
 def measure_connector(
-    db: MariaDB, shape: Shape, rng: BinlogRange, workdir: Path, profile: Path | None = None
+    db: MariaDB,
+    shape: Shape,
+    rng: BinlogRange,
+    workdir: Path,
+    profile: Path | None = None,
+    rtt_ms: float = 0.0,
+    concurrency: int | None = None,
 ) -> Measured:
-    """(c) The connector from the start of the range until caught up, into the stand-in."""
+    """(c) The connector from the start of the range until caught up, into the stand-in
+    (behind a proxy adding `rtt_ms` to every round trip, when given)."""
     run_dir = Path(tempfile.mkdtemp(prefix="connector-", dir=workdir))
-    with EsStandIn(store=False) as standin:
-        config = write_config(run_dir, db, standin.url, [shape])
+    with EsStandIn(store=False) as standin, contextlib.ExitStack() as stack:
+        url = standin.url
+        if rtt_ms > 0:
+            proxy = stack.enter_context(FaultProxy(*standin.address))
+            proxy.latency(rtt_ms / 2000)
+            url = f"http://{proxy.address[0]}:{proxy.port}"
+        config = write_config(run_dir, db, url, [shape], concurrency)
         start_checkpoint(run_dir, db, rng.start)
         spec = {
             "config": str(config),
@@ -454,7 +479,7 @@ def measure_connector(
             f"acknowledged {acked} items, expected {rng.rows}"
         )
     return Measured(
-        "c connector end to end",
+        f"c connector, {rtt_ms:g} ms RTT" if rtt_ms > 0 else "c connector end to end",
         result["changes"],
         result["wall"],
         result["cpu"],
@@ -755,6 +780,14 @@ def print_throughput(
     )
 
 
+def print_rtt(zero: Measured, far: Measured, rtt_ms: float) -> None:
+    print(
+        f"  with a {rtt_ms:g} ms round trip to Elasticsearch: {far.rate:,.0f} rows/s against "
+        f"{zero.rate:,.0f} at 0 ms = {far.rate / zero.rate:.2f}x "
+        f"({far.extra['requests']} bulk requests, peak RSS {far.maxrss_kb / 1024:.1f} MB)"
+    )
+
+
 def print_lag(r: LagResult, rate: float, txn_size: int) -> None:
     def pct(q: float) -> float:
         return r.lags[min(len(r.lags) - 1, int(q * len(r.lags)))] * 1000
@@ -830,12 +863,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also profile the connector (throughput mode); "
         "writes PATH, with the shape inserted when several shapes run",
     )
+    p.add_argument(
+        "--es-rtt",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="throughput mode: also run the connector with this round trip to Elasticsearch",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sink.bulk.concurrency of every connector run (default: the connector's)",
+    )
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.txn_size is None:
         args.txn_size = 1000 if args.mode == "throughput" else 10
     if args.rows < 1 or args.txn_size < 1 or args.rate <= 0 or args.duration <= 0:
         p.error("--rows, --txn-size, --rate and --duration must be positive")
+    if args.es_rtt < 0 or (args.concurrency is not None and args.concurrency < 1):
+        p.error("--es-rtt must not be negative and --concurrency must be positive")
     return args
 
 
@@ -877,12 +926,19 @@ def main(argv: list[str]) -> None:
             runs = [
                 measure_mariadb_binlog(db, rng),
                 measure_bare(db, rng, workdir),
-                measure_connector(db, shape, rng, workdir),
+                measure_connector(db, shape, rng, workdir, concurrency=args.concurrency),
             ]
             print_throughput(shape, rng, runs, args.ops, args.txn_size)
+            if args.es_rtt:
+                far = measure_connector(
+                    db, shape, rng, workdir, rtt_ms=args.es_rtt, concurrency=args.concurrency
+                )
+                print_rtt(runs[2], far, args.es_rtt)
             if args.profile:
                 path = profile_path(args.profile, shape, len(shapes) > 1)
-                run = measure_connector(db, shape, rng, workdir, profile=path.resolve())
+                run = measure_connector(
+                    db, shape, rng, workdir, profile=path.resolve(), concurrency=args.concurrency
+                )
                 print_profile(path, run)
             sys.stdout.flush()
     print(f"\n[bench finished in {time.perf_counter() - started:.0f} s; {load_average()}]")

@@ -4,6 +4,7 @@
 #   scripts/bench.sh                      # throughput, 300,000 row changes per table shape
 #   scripts/bench.sh --mode lag           # commit-to-acknowledge lag at 5,000 rows/s
 #   scripts/bench.sh --shape wide --profile
+#   scripts/bench.sh --shape wide --es-rtt 100   # also with a 100 ms round trip to Elasticsearch
 #   scripts/bench.sh --mode trees         # denormalized documents (scripts/bench_trees.py)
 # See `scripts/bench.sh --help` for every option.
 set -euo pipefail

@@ -1,23 +1,31 @@
 """Snapshot throughput: rows/s of `cdc snapshot` against the fast ES-API stand-in.
 
     .venv/bin/python scripts/bench_snapshot.py [--rows N] [--chunk-size K]
+                                               [--chunks-in-flight N] [--profile PATH]
 
 Measured in one run, on a throwaway MariaDB:
   (a) baseline: reading the table in primary-key chunks with RowReader only (no mapping, no
       Elasticsearch) — the bound the source sets;
   (b) the snapshot end to end: consistent chunk reads, mapping, versioned bulk requests sent to
       an EsStandIn that acknowledges every item (store=False), progress recorded in a file.
-Prints rows/s for both and the ratio b/a.
+The stand-in runs in a child process of its own, as a cluster would be elsewhere: in this
+process its request parsing would compete with the snapshot for the interpreter lock.
+Prints rows/s for both and the ratio b/a. `--profile PATH` writes a cProfile of (b)'s threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import pstats
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +38,6 @@ from cdc.engine.pipeline import Pipeline  # noqa: E402
 from cdc.sink.elastic import ElasticSink  # noqa: E402
 from cdc.source.rows import RowReader  # noqa: E402
 from cdc.state.files import open_files  # noqa: E402
-from cdc.testing import EsStandIn  # noqa: E402
 
 DDL = """CREATE TABLE wide (
   id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, price DECIMAL(12,2) NOT NULL,
@@ -39,15 +46,48 @@ DDL = """CREATE TABLE wide (
 )"""
 
 
+@contextlib.contextmanager
+def standin_process() -> Iterator[str]:
+    """An EsStandIn(store=False) in a child process; yields its URL."""
+    code = (
+        "import sys, threading\n"
+        "from cdc.testing import EsStandIn\n"
+        "s = EsStandIn(store=False).start()\n"
+        "print(s.url, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--chunks-in-flight", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--profile", default=None, metavar="PATH")
     args = parser.parse_args()
+    snapshot: dict[str, object] = {"mode": "initial", "chunk_size": args.chunk_size}
+    if args.chunks_in_flight is not None:
+        snapshot["chunks_in_flight"] = args.chunks_in_flight
+    bulk: dict[str, object] = {"max_actions": 5000}
+    if args.concurrency is not None:
+        bulk["concurrency"] = args.concurrency
 
-    with MariaDB() as db, EsStandIn(store=False) as standin, tempfile.TemporaryDirectory() as tmp:
+    with MariaDB() as db, standin_process() as url, tempfile.TemporaryDirectory() as tmp:
         db.start()
-        standin.start()
         db.sql("CREATE DATABASE bench")
         db.sql(DDL, db="bench")
         started = time.monotonic()
@@ -70,10 +110,10 @@ def main() -> None:
                     "heartbeat_interval": 0.5,
                     "read_timeout": 30,
                 },
-                "sink": {"urls": [standin.url], "bulk": {"max_actions": 5000}},
+                "sink": {"urls": [url], "bulk": bulk},
                 "checkpoint": {"file": {"path": tmp}},
                 "metrics": {"enabled": False},
-                "snapshot": {"mode": "initial", "chunk_size": args.chunk_size},
+                "snapshot": snapshot,
                 "tables": [{"table": "bench.wide", "index": "wide", "json_columns": ["attrs"]}],
             }
         )
@@ -93,9 +133,33 @@ def main() -> None:
         sink = ElasticSink(cfg.sink)
         stores = open_files(tmp, "bench")
         stop = threading.Event()
+        profiles: list[cProfile.Profile] = []
+        original_run = threading.Thread.run
+        if args.profile:
+
+            def profiled_run(thread: threading.Thread) -> None:
+                profile = cProfile.Profile()
+                profiles.append(profile)
+                profile.enable()
+                try:
+                    original_run(thread)
+                finally:
+                    profile.disable()
+
+            threading.Thread.run = profiled_run  # type: ignore[method-assign, assignment]
+            profiles.append(cProfile.Profile())
+            profiles[-1].enable()
         cpu0, t0 = time.process_time(), time.monotonic()
         stats = Pipeline(cfg, sink, stores, stop=stop).run(until_caught_up=True)
         snapshot_s, snapshot_cpu = time.monotonic() - t0, time.process_time() - cpu0
+        if args.profile:
+            threading.Thread.run = original_run  # type: ignore[method-assign]
+            profiles[0].disable()
+            merged = pstats.Stats(profiles[0])
+            for profile in profiles[1:]:
+                with contextlib.suppress(TypeError):
+                    merged.add(profile)
+            merged.dump_stats(args.profile)
         sink.close()
         assert stats.snapshot_rows == args.rows, stats
 

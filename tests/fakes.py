@@ -99,6 +99,9 @@ class ScriptedFeed:
     def empty(self) -> bool:
         return not self.batches
 
+    def wake(self) -> None:
+        return None
+
 
 @dataclass
 class Request:

@@ -155,6 +155,13 @@ class BulkConfig(ConfigModel):
     """Send when the request body would exceed this many bytes."""
     flush_interval_ms: int = Field(200, ge=1)
     """Send pending operations at least this often."""
+    concurrency: int = Field(8, ge=1, le=64)
+    """Bulk requests in flight at once; 1 sends the next only after the previous was answered.
+    Several hide the round trip to a distant cluster (8 keep a 100 ms one from costing
+    throughput); the order in which they are applied does not matter (every operation carries
+    an external version), and the checkpoint still moves only to a commit whose every change,
+    and every earlier one, is acknowledged. At most this many requests of up to `max_bytes`
+    are held in memory."""
 
 
 def _http_url(url: str) -> str:
@@ -328,6 +335,11 @@ class SnapshotConfig(ConfigModel):
     """Rows read per chunk (one consistent read each)."""
     max_rows_per_second: int = Field(0, ge=0)
     """Throttle to protect the primary; 0 means no limit."""
+    chunks_in_flight: int = Field(3, ge=1, le=64)
+    """Chunks read ahead of the oldest one not acknowledged yet: the next chunk is read while
+    earlier ones are being sent. Progress is still recorded only for a chunk whose every
+    earlier chunk is acknowledged. 1 reads the next chunk only after the previous one was
+    acknowledged."""
 
 
 class VerifyConfig(ConfigModel):

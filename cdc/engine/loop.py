@@ -9,10 +9,12 @@ For each event of the feed (one source connection's worth, see `cdc.source.hando
 - Heartbeat says the server is idle (and how far it has sent).
 
 The batch is sent when it holds `sink.bulk.max_actions` operations or `max_bytes` bytes, when
-its oldest operation has waited `flush_interval_ms`, and whenever the feed runs dry. Rejected
-documents are parked in the dead-letter queue before the checkpoint can pass them. The
-acknowledged checkpoint goes to the recorder at most every `checkpoint.interval_ms` or
-`max_transactions`. See docs/design.md for the invariants this keeps.
+its oldest operation has waited `flush_interval_ms`, and whenever the feed runs dry; up to
+`sink.bulk.concurrency` requests are in flight at once (`cdc.engine.inflight`), settled in the
+order they were sent. Rejected documents are parked in the dead-letter queue before the
+checkpoint can pass them. The acknowledged checkpoint goes to the recorder at most every
+`checkpoint.interval_ms` or `max_transactions`. See docs/design.md for the invariants this
+keeps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 
 from cdc.config import ConnectorConfig
 from cdc.engine.batch import Batch, Versions
+from cdc.engine.inflight import InFlight, Request
 from cdc.engine.ports import Sink
 from cdc.engine.rebuilds import Rebuilds
 from cdc.engine.snapshots import Snapshots
@@ -46,7 +49,7 @@ from cdc.transform.mapping import Mappers
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_SECONDS = 5.0
-"""How long the last batch may take to be sent once stopping."""
+"""How long the requests in flight, and then the last batch, may take once stopping."""
 
 
 class Feed(Protocol):
@@ -58,6 +61,10 @@ class Feed(Protocol):
         ...
 
     def empty(self) -> bool: ...
+
+    def wake(self) -> None:
+        """Make a waiting `get` return now."""
+        ...
 
 
 class Recorder(Protocol):
@@ -153,6 +160,14 @@ class Loop:
         self.event_time = 0
         """Commit time of the last transaction read (seconds since the epoch)."""
         self.caught_up = False
+        self.inflight = InFlight(
+            sink,
+            cfg.sink.bulk.concurrency,
+            stop,
+            outages.sink.failed,
+            self._settled,
+        )
+        """The bulk requests sent and not settled yet."""
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -164,7 +179,11 @@ class Loop:
         healthy = False
         batch = self.batch
         trees = self._trees
+        inflight = self.inflight
+        if self._snapshots is not None:
+            self._snapshots.on_chunk = feed.wake  # serve chunks as they are read
         while not self._stop.is_set():
+            inflight.settle()
             timeout = self._flush_interval
             if self._pending():
                 timeout = max(0.0, batch.started + self._flush_interval - self._clock())
@@ -202,21 +221,27 @@ class Loop:
                         or (trees is not None and trees.pending >= max_actions)
                     ):
                         self.flush()
-            self.caught_up = idle and feed.empty() and not self._pending()
             if self._snapshots is not None and not self.versions.open:
                 self._add_chunks()
             if batch.full(max_actions, max_bytes) or self._due():
                 self.flush()
             if idle and feed.empty():
                 self.flush()
+                # Nothing to read: wait for the answers a while (the checkpoint moves sooner).
+                inflight.drain(self._flush_interval)
                 self.offer()
                 if target is not None and self._done(target):
                     return None
+            self.caught_up = idle and feed.empty() and not self._pending() and not inflight
+        # Stopped: what is in flight may still be acknowledged, for the final checkpoint.
+        inflight.drain(SHUTDOWN_FLUSH_SECONDS)
         return None
 
     def _done(self, target: Position) -> bool:
-        return reached(self.acked.position, target) and (
-            self._snapshots is None or self._snapshots.quiet()
+        return (
+            not self.inflight
+            and reached(self.acked.position, target)
+            and (self._snapshots is None or self._snapshots.quiet())
         )
 
     def _pending(self) -> bool:
@@ -332,9 +357,10 @@ class Loop:
 
     def flush(self) -> None:
         """Send the batch (the open transaction's operations too: big transactions must not
-        pile up; the checkpoint still moves only to the last commit) and park what is
-        rejected, then acknowledge the last commit. Due denormalized documents are rebuilt
-        first, from the rows MySQL has now (retried while MySQL is unreachable)."""
+        pile up; the checkpoint still moves only to the last commit) in requests that carry
+        the last commit read, so that it is acknowledged once they are (`_settled`). Due
+        denormalized documents are rebuilt first, from the rows MySQL has now (retried while
+        MySQL is unreachable)."""
         trees = self._trees
         if trees is not None and trees.pending:
             self._add_rebuilt(retry(trees.build, self._outages.source, self._stop))
@@ -344,16 +370,28 @@ class Loop:
                 return
         if not self.batch:
             return
-        rejected: list[tuple[BulkItem, ItemResult]] = []
         nbytes = self.batch.nbytes
-        for items in self._requests(self.batch.take(), nbytes):
-            rejected += self._sink.write(items, stop=self._stop, on_retry=self._outages.sink.failed)
+        requests = self._requests(self.batch.take(), nbytes)
+        checkpoint = self._take_commit()
+        chunks = self._snapshots.take_sent() if self._snapshots is not None else []
+        last = len(requests) - 1
+        for n, items in enumerate(requests):
+            if n < last:
+                self.inflight.send(Request(items))
+            else:
+                self.inflight.send(Request(items, checkpoint, chunks))
+
+    def _settled(self, request: Request) -> None:
+        """A request and every one sent before it are done: park what it had rejected, then
+        acknowledge what it completes."""
         self._outages.sink.recovered()
-        if rejected:
-            self._park(rejected)
-        self._acknowledge()
-        if self._snapshots is not None:
-            self.stats.snapshot_rows += self._snapshots.acknowledged()
+        if request.rejected:
+            self._park(request.rejected)
+        if request.checkpoint is not None:
+            self._acknowledged(request.checkpoint)
+        if request.chunks:
+            assert self._snapshots is not None
+            self.stats.snapshot_rows += self._snapshots.acknowledged(request.chunks)
 
     def _requests(self, items: list[BulkItem], nbytes: int) -> list[list[BulkItem]]:
         """The batch cut into requests within the bulk limits (rebuilt documents can add more
@@ -412,18 +450,34 @@ class Loop:
             result.error,
         )
 
-    def _acknowledge(self) -> None:
+    def _take_commit(self) -> Checkpoint | None:
+        """The checkpoint of the last commit read, if it has not been handed on yet."""
         commit = self._commit
         if commit is None:
-            return
-        self.acked = Checkpoint(
+            return None
+        self._commit = None
+        return Checkpoint(
             position=commit.position,
             counter=self.versions.committed,
             server=self._server,
             event_time=commit.timestamp,
         )
+
+    def _acknowledge(self) -> None:
+        """Everything up to the last commit read has been sent: it is acknowledged now, or
+        with the newest request in flight when that one is settled."""
+        checkpoint = self._take_commit()
+        if checkpoint is None:
+            return
+        newest = self.inflight.newest
+        if newest is None:
+            self._acknowledged(checkpoint)
+        else:
+            newest.checkpoint = checkpoint
+
+    def _acknowledged(self, checkpoint: Checkpoint) -> None:
+        self.acked = checkpoint
         self._acked_since_offer += 1
-        self._commit = None
         self.offer()
 
     def offer(self, force: bool = False) -> None:
@@ -445,9 +499,21 @@ class Loop:
         self._offered_at = self._clock()
         self._acked_since_offer = 0
 
+    def close(self) -> None:
+        """Stop the bulk workers; requests still in flight are replayed on the next start."""
+        self.inflight.close()
+
     def shutdown_flush(self) -> None:
-        """On stop, send what is pending (for a bounded time: the sink gives up when
-        Elasticsearch is down) so the final checkpoint covers as much as possible."""
+        """On stop, wait for the requests in flight and send what is pending (each for a
+        bounded time: the sink gives up when Elasticsearch is down) so the final checkpoint
+        covers as much as possible."""
+        try:
+            settled = self.inflight.drain(SHUTDOWN_FLUSH_SECONDS)
+        except Interrupted:
+            settled = False
+        if not settled:
+            log.warning("Elasticsearch did not acknowledge the requests in flight before shutdown")
+            return
         if not self.batch:
             return
         # Let the final flush try once more even though stop is set.

@@ -226,6 +226,7 @@ class Pipeline:
         if self.rebuilds is not None:
             self.rebuilds.close()
         if self.loop is not None:
+            self.loop.close()
             self.loop.offer(force=True)
         if not self._recorder.close(timeout=3.0):
             log.warning(

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from cdc.config import ConnectorConfig
@@ -33,6 +34,11 @@ from cdc.transform.mapping import Mappers
 from cdc.transform.trees import Tree
 
 log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    return None
+
 
 COMMIT_HISTORY = 200_000
 """Commits remembered to version chunks read at an earlier binlog position."""
@@ -65,15 +71,22 @@ class Snapshots:
         """(file, offset, counter) of recent commits."""
         self._counter = 0
         """The counter of the last commit read."""
-        self._inbox: queue.Queue[Chunk] = queue.Queue(maxsize=1)
+        self._inbox: queue.Queue[Chunk] = queue.Queue()
+        """Chunks read, not seen by the main loop yet (the snapshotter bounds how many)."""
         self._held: list[Chunk] = []
+        """Chunks waiting for the stream to read past their position."""
         self._sent: list[Chunk] = []
+        """Chunks whose items are in the batch."""
+        self._inflight: list[Chunk] = []
+        """Chunks whose items were sent, not acknowledged yet."""
         self.rebuilds: dict[str, str] = {}
         """alias -> the new index, while a rebuild fills it: changes go to both."""
         self.progress: Progress | None = None
         """The snapshot worked on last, for the status."""
         self._stop = threading.Event()
         self._snapshotter: Snapshotter | None = None
+        self.on_chunk: Callable[[], None] = _nothing
+        """Called on the snapshotter's thread after each chunk read (wakes the main loop)."""
 
     # -- startup ----------------------------------------------------------------------------
 
@@ -110,7 +123,7 @@ class Snapshots:
                 self._cfg,
                 self._source.rows,
                 self._store,
-                self._inbox.put,
+                self._submit,
                 self._stop,
                 self._on_progress,
                 self.rebuilds.__setitem__,
@@ -118,6 +131,11 @@ class Snapshots:
                 self._trees,
             )
             self._snapshotter.start()
+
+    def _submit(self, chunk: Chunk) -> None:
+        """Called by the snapshotter thread."""
+        self._inbox.put(chunk)
+        self.on_chunk()
 
     def _on_progress(self, progress: Progress) -> None:
         """Called by the snapshotter thread."""
@@ -208,13 +226,22 @@ class Snapshots:
                 items.append(BulkItem(action, chunk_version, chunk.table, None, mapper.id_columns))
         return items
 
-    def acknowledged(self) -> int:
-        """Every chunk sent so far was acknowledged; returns their rows."""
+    def take_sent(self) -> list[Chunk]:
+        """The chunks whose items the batch holds, as it is being sent."""
+        chunks = self._sent
+        self._sent = []
+        self._inflight += chunks
+        return chunks
+
+    def acknowledged(self, chunks: list[Chunk]) -> int:
+        """`chunks` (from `take_sent`) and everything sent before them are acknowledged;
+        returns their rows."""
         rows = 0
-        for chunk in self._sent:
+        for chunk in chunks:
             rows += len(chunk.rows)
             chunk.done.set()
-        self._sent = []
+        done = {id(chunk) for chunk in chunks}
+        self._inflight = [c for c in self._inflight if id(c) not in done]
         return rows
 
     def check(self) -> None:
@@ -229,12 +256,18 @@ class Snapshots:
         if s is None:
             return True
         self.check()
-        return s.idle.is_set() and not self._held and self._inbox.empty() and not self._sent
+        return (
+            s.idle.is_set()
+            and not self._held
+            and self._inbox.empty()
+            and not self._sent
+            and not self._inflight
+        )
 
     def close(self) -> None:
         """Stop the snapshotter; chunks not acknowledged are read again next time."""
         self._stop.set()
-        for chunk in self._held + self._sent:
+        for chunk in self._held + self._sent + self._inflight:
             chunk.dropped = True
             chunk.done.set()
         if self._snapshotter is not None:

@@ -2,8 +2,10 @@
 
 Each chunk is read by key in a consistent-snapshot transaction whose binlog position is known,
 and handed to the main loop, which versions it against the stream (`cdc.engine.snapshots`).
-One chunk is in flight at a time: the next is read after the previous was acknowledged, and
-progress is recorded then, so a crash resumes from the last completed chunk. Requests come from
+Up to `snapshot.chunks_in_flight` chunks are out at a time: the next is read while earlier ones
+are being sent. Progress is recorded for a chunk only once it and every earlier chunk are
+acknowledged, so a crash resumes after the last chunk that completed in order; a chunk that
+comes back dropped is read again, and so is everything read after it. Requests come from
 the snapshot store (`request`, used at start and by `cdc snapshot`). See "Lock-free snapshots
 merged with the stream" in docs/design.md.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,44 +228,64 @@ class Snapshotter:
         if mapping.where is not None:
             where = RowFilter(mapping.where, reader.table_schema(schema_name, table_name))
             condition = where.sql(quote_name)
+        tree = self._trees.get(progress.table) if mapping.children else None
+        if mapping.children and tree is None:
+            raise MappingError(f"the children of {progress.table}'s mapping were not compiled")
+        depth = self.cfg.snapshot.chunks_in_flight
+        out: deque[tuple[Chunk, tuple[Any, ...]]] = deque()
+        """Chunks submitted and not acknowledged yet, oldest first, with their last key."""
+        read_all = False
+        """The last chunk read was the table's last (shorter than a full one)."""
         while not self._stop.is_set():
-            began = time.monotonic()
-            tree = self._trees.get(progress.table) if mapping.children else None
-            if mapping.children and tree is None:
-                raise MappingError(f"the children of {progress.table}'s mapping were not compiled")
-            actions = None
-            if tree is None:
-                schema, rows, position = reader.consistent_chunk(
-                    schema_name, table_name, key, after, size, condition
-                )
-            else:
-                (schema, rows, actions), position = read_tree_chunk(
-                    reader, tree, key, after, size, condition
-                )
-            self._outage.recovered()
-            progress.rows_read += len(rows)
-            if rows:
-                chunk = Chunk(
-                    progress.table, mapping, schema, rows, position, progress.target_index, actions
-                )
-                self._submit(chunk)
-                while not chunk.done.wait(0.2):
-                    if self._stop.is_set():
-                        return
+            if not read_all and len(out) < depth:
+                began = time.monotonic()
+                if tree is None:
+                    schema, rows, position = reader.consistent_chunk(
+                        schema_name, table_name, key, after, size, condition
+                    )
+                    actions = None
+                else:
+                    (schema, rows, actions), position = read_tree_chunk(
+                        reader, tree, key, after, size, condition
+                    )
+                self._outage.recovered()
+                progress.rows_read += len(rows)
+                read_all = len(rows) < size
+                if rows:
+                    chunk = Chunk(
+                        progress.table,
+                        mapping,
+                        schema,
+                        rows,
+                        position,
+                        progress.target_index,
+                        actions,
+                    )
+                    after = tuple(rows[-1][c] for c in key)
+                    out.append((chunk, after))
+                    self._submit(chunk)
+                if rate:
+                    self._stop.wait(max(0.0, len(rows) / rate - (time.monotonic() - began)))
+            elif out and not out[0][0].done.wait(0.2):
+                continue
+            while out and out[0][0].done.is_set():
+                chunk, last = out.popleft()
                 if chunk.dropped:
-                    continue
-                after = tuple(rows[-1][c] for c in key)
-                progress.after = encode_key(after)
-                progress.rows_done += len(rows)
-            if len(rows) < size:
+                    # Read again from the last chunk completed in order; the later ones too.
+                    out.clear()
+                    after = decode_key(progress.after)
+                    read_all = False
+                    break
+                progress.after = encode_key(last)
+                progress.rows_done += len(chunk.rows)
+                if out or not read_all:
+                    self._save(progress)
+            if read_all and not out:
                 progress.state = "done"
                 self._save(progress)
                 log.info("snapshot of %s done: %d rows", progress.table, progress.rows_done)
                 self._finish_rebuild(mapping, progress)
                 return
-            self._save(progress)
-            if rate:
-                self._stop.wait(max(0.0, len(rows) / rate - (time.monotonic() - began)))
 
     def _finish_rebuild(self, mapping: TableMapping, progress: Progress) -> None:
         target = progress.target_index

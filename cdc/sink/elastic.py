@@ -44,6 +44,7 @@ from cdc.config.mappings import IndexTemplate, index_template
 from cdc.errors import (
     CdcError,
     ConfigError,
+    Interrupted,
     SinkUnavailable,
     SinkUnreachable,
     TransientError,
@@ -81,6 +82,9 @@ def _node(url: str, cfg: SinkConfig) -> NodeConfig:
         path_prefix=parts.path.rstrip("/"),
         headers=headers,
         request_timeout=cfg.request_timeout,
+        # One connection per bulk request in flight, plus room for the snapshot's and the
+        # verifier's requests.
+        connections_per_node=max(10, cfg.bulk.concurrency + 4),
         ssl_show_warn=False,
         **options,
     )
@@ -118,6 +122,11 @@ class ElasticSink:
         )
         self.requests = 0
         """`_bulk` requests sent."""
+        self._counting = threading.Lock()
+        self._probing = threading.Lock()
+        """Held by the one writer that probes a cluster which does not answer."""
+        self._answered_at = float("-inf")
+        """When a probe last found the cluster answering again (monotonic)."""
         self.on_request: Callable[[float], None] | None = None
         """Called with the duration of every `_bulk` request (metrics)."""
         self.on_items: Callable[[str, int], None] | None = None
@@ -320,19 +329,33 @@ class ElasticSink:
         return found
 
     def _until_reachable(
-        self, stop: threading.Event | None, on_retry: Callable[[BaseException], None] | None
+        self,
+        failed_at: float,
+        stop: threading.Event | None,
+        on_retry: Callable[[BaseException], None] | None,
     ) -> None:
-        """Probe a cluster that does not answer every `PROBE_SECONDS` or so, instead of
-        sending it the whole batch again, until it answers."""
-        probing = Backoff(first=0.2)
-        while True:
-            probing.wait(stop)
-            try:
-                self.probe()
+        """Probe a cluster that did not answer a request sent at `failed_at` every
+        `PROBE_SECONDS` or so, instead of sending it the whole batch again, until it answers.
+        With several requests in flight one writer probes; the others wait for its answer."""
+        while not self._probing.acquire(timeout=0.2):
+            if stop is not None and stop.is_set():
+                raise Interrupted("stopping while Elasticsearch was unreachable")
+        try:
+            if self._answered_at > failed_at:
+                return  # another writer's probe got an answer since this request was sent
+            probing = Backoff(first=0.2)
+            while True:
+                probing.wait(stop)
+                try:
+                    self.probe()
+                except SinkUnreachable as exc:
+                    if on_retry is not None:
+                        on_retry(exc)
+                    continue
+                self._answered_at = time.monotonic()
                 return
-            except SinkUnreachable as exc:
-                if on_retry is not None:
-                    on_retry(exc)
+        finally:
+            self._probing.release()
 
     def scan_ids(
         self, index: str, page: int, keep_alive: float = 120.0
@@ -385,7 +408,8 @@ class ElasticSink:
         finally:
             if self.on_request is not None:
                 self.on_request(time.monotonic() - started)
-        self.requests += 1
+        with self._counting:
+            self.requests += 1
         if status == 413 and len(items) > 1:
             half = len(items) // 2
             return self.bulk_once(items[:half]) + self.bulk_once(items[half:])
@@ -415,12 +439,13 @@ class ElasticSink:
         rejected: list[tuple[BulkItem, ItemResult]] = []
         backoff = Backoff(first=0.1, cap=self._cfg.max_backoff)
         while pending:
+            sent_at = time.monotonic()
             try:
                 results = self.bulk_once(pending)
             except SinkUnreachable as exc:
                 if on_retry is not None:
                     on_retry(exc)
-                self._until_reachable(stop, on_retry)
+                self._until_reachable(sent_at, stop, on_retry)
                 continue
             except TransientError as exc:
                 if on_retry is not None:

@@ -57,6 +57,7 @@ class Handoff:
         self._events = 0
         self._bytes = 0
         self._changed = threading.Condition()
+        self._woken = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
         self._thread.start()
@@ -77,8 +78,11 @@ class Handoff:
         transactions a batch per wake-up cost more than mapping the row.
         """
         with self._changed:
-            if not self._items and not self._changed.wait_for(lambda: bool(self._items), timeout):
-                return None
+            if not self._items:
+                self._changed.wait_for(lambda: bool(self._items) or self._woken, timeout)
+                self._woken = False
+                if not self._items:
+                    return None
             items = self._items
             if isinstance(items[0], Failed):
                 return items[0]
@@ -92,6 +96,13 @@ class Handoff:
             self._bytes -= size
             self._changed.notify_all()
             return events
+
+    def wake(self) -> None:
+        """Make a waiting `get` return now (None if no events came): the consumer has other
+        work (a snapshot chunk arrived)."""
+        with self._changed:
+            self._woken = True
+            self._changed.notify_all()
 
     def _put(self, item: tuple[list[Event], int] | Failed) -> bool:
         with self._changed:

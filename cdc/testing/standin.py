@@ -24,7 +24,8 @@ stores nothing and acknowledges every item, for throughput runs), are in
 `cdc.testing.documents`; this module holds the server, the request routing and the controls.
 
 Fault controls, callable from any thread while the server runs: `fail_next`, `fail_items`,
-`reject_when`, `slow`, `down`/`up`, `clear_faults`. Counters: `requests`, `bulk_requests`,
+`reject_when`, `slow`, `delay_when` (late answers to chosen requests), `down`/`up`,
+`clear_faults`. Counters: `requests`, `bulk_requests`,
 `failed_requests`, `bytes_received`, `items` (per outcome). Accessors: `docs`, `version`,
 `indices`.
 """
@@ -167,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("stand-in failed on %s %s", self.command, self.path)
             reply = Reply(500, error_body(500, "internal_server_error", repr(exc)))
-        delay = standin._delay
+        delay = standin._delay_of(self.command, self.path, body)
         if delay > 0:
             time.sleep(delay)
         self.send_response(reply.status)
@@ -204,6 +205,7 @@ class EsStandIn:
         self._fail_next = 0
         self._fail_next_status = 429
         self._delay = 0.0
+        self._delay_rule: Callable[[str, str, bytes], float] | None = None
         self._closed = False
         self._started = False
         self._thread: threading.Thread | None = None
@@ -345,13 +347,26 @@ class EsStandIn:
             raise ValueError("delay must not be negative")
         self._delay = seconds
 
+    def delay_when(self, rule: Callable[[str, str, bytes], float] | None) -> None:
+        """Wait `rule(method, path, body)` seconds before sending each response (added to
+        `slow`'s delay), so that chosen requests are answered late, after later ones; None
+        stops. As with `slow`, the request is applied first. The rule runs in a server
+        thread, one per connection, so requests on other connections are not held up."""
+        self._delay_rule = rule
+
+    def _delay_of(self, method: str, path: str, body: bytes) -> float:
+        rule = self._delay_rule
+        return self._delay + (rule(method, path, body) if rule is not None else 0.0)
+
     def clear_faults(self) -> None:
-        """Undo `fail_next`, `fail_items`, `reject_when` and `slow`, and `up()` if down."""
+        """Undo `fail_next`, `fail_items`, `reject_when`, `slow` and `delay_when`, and `up()`
+        if down."""
         with self._lock:
             self._fail_next = 0
             self._docs.item_rule = None
             self._docs.rejects.clear()
         self._delay = 0.0
+        self._delay_rule = None
         self.up()
 
     # -- accessors --------------------------------------------------------------------------

@@ -121,7 +121,15 @@ class Rig:
             return original(timeout)
 
         feed.get = get  # type: ignore[method-assign]
-        self.loop.consume(feed, position(10_000))
+        try:
+            self.loop.consume(feed, position(10_000))
+        finally:
+            self.loop.inflight.drain(None)
+
+    def flush(self) -> None:
+        """Send the batch and wait for the answers."""
+        self.loop.flush()
+        self.loop.inflight.drain(None)
 
     def docs(self) -> dict[str, dict[str, Any]]:
         return self.sink.live("posts")
@@ -173,7 +181,7 @@ def test_a_rebuild_never_uses_a_snapshot_older_than_the_changes_it_rebuilds() ->
     rows = Rows([old, _renamed(old, "Ann")], [stale, FRESH])
     rig = Rig(rows)
     rig.play(_txn(1, _change("blog.users", "update", ANN, {**ANN, "name": "Ann"})))
-    rig.loop.flush()
+    rig.flush()
 
     assert rows.reads == 2
     assert all(i.action.source["author"]["name"] == "Ann" for i in rig.sink.sent())  # type: ignore[index]
@@ -221,7 +229,7 @@ def test_the_checkpoint_waits_for_the_rebuild_and_a_lost_source_is_retried() -> 
     assert rig.sink.sent() == []
     assert rig.loop.acked.position == position(0)
     rig.stop.clear()
-    rig.loop.flush()
+    rig.flush()
 
     assert rig.docs()["10"]["author"]["name"] == "Ann"
     assert rig.loop.acked.position == position(1)
@@ -247,7 +255,7 @@ def test_documents_named_by_several_transactions_are_read_once_with_the_newest_v
         _txn(1, _change("blog.users", "update", ANN, {**ANN, "name": "Ann"})),
         _txn(2, _change("blog.comments", "update", comment, {**comment, "body": "edited"})),
     )
-    rig.loop.flush()
+    rig.flush()
 
     mask = (1 << ROW_BITS) - 1
     sent = {i.action.doc_id: (i.version >> ROW_BITS, i.version & mask) for i in rig.sink.sent()}
@@ -263,7 +271,7 @@ def test_a_root_that_is_gone_is_deleted() -> None:
     rig.sink.live("posts")["12"] = {"stale": True}
     post = {"id": 12, "author_id": None, "title": "third"}
     rig.play(_txn(1, _change("blog.posts", "delete", post, None)))
-    rig.loop.flush()
+    rig.flush()
 
     assert [(i.action.op, i.action.doc_id) for i in rig.sink.sent()] == [("delete", "12")]
 

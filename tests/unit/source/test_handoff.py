@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -98,5 +99,32 @@ def test_a_consumer_takes_everything_handed_over_in_one_call() -> None:
         first = reader.get(timeout=1)
         assert isinstance(first, list) and len(first) == 9
         assert isinstance(reader.get(timeout=1), Failed)
+    finally:
+        reader.stop()
+
+
+class _Silent:
+    """A server with nothing to send."""
+
+    def events(self) -> Iterator[Any]:
+        while True:
+            time.sleep(0.05)
+            yield from ()
+
+    def interrupt(self) -> None:
+        return None
+
+
+def test_wake_makes_a_waiting_get_return_at_once() -> None:
+    reader = Handoff(_Silent())
+    try:
+        threading.Timer(0.1, reader.wake).start()
+        started = time.monotonic()
+        assert reader.get(timeout=5) is None
+        assert time.monotonic() - started < 2
+        # Woken once: the next wait lasts its timeout again.
+        started = time.monotonic()
+        assert reader.get(timeout=0.3) is None
+        assert time.monotonic() - started >= 0.25
     finally:
         reader.stop()
