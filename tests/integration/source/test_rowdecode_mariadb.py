@@ -6,7 +6,9 @@ DATETIME/TIMESTAMP/TIME at several fractional precisions, YEAR, text in utf8mb4,
 cp1251, binary strings, ENUM, SET, BIT of 1, 12 and 64 bits, JSON and GEOMETRY), with NULLs and
 edge values; each example inserts, updates and deletes them in one transaction. Every rows
 event of that transaction is then decoded twice from the same bytes, by the library
-(`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and type.
+(`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and
+type; the compiled decoder (`cdc.source.rownative`), where it is built, must give the same
+images as well.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from rig import MariaDB
 
 from cdc.config import SourceConfig
-from cdc.source import rowdecode
+from cdc.source import rowdecode, rownative
 from cdc.source.mysql import connect, current_position, server_info
 
 TABLE = "everything"
@@ -273,6 +275,18 @@ def test_decoder_equals_the_library_on_rows_the_server_wrote(
             start_at = len(data) - packet.bytes_to_read()
             body = bytes(data[start_at : start_at + event.event_size - packet.read_bytes])
             ours = decoder(body, 0, len(body))
+            native = rownative.compile_native(event.columns, decoder)
+            assert native is not None or rownative._native is None
+            if native is not None:
+                # The compiled decoder, where it is built, must read the server's bytes alike.
+                compiled = native(body, 0, len(body))
+                assert len(compiled) == len(ours)
+                for mine, python in zip(compiled, ours, strict=True):
+                    assert _same(mine, python), {
+                        k: (mine.get(k), python.get(k))
+                        for k in python
+                        if not _same(mine[k], python[k])
+                    }
             theirs = _library_images(event)
             assert len(ours) == len(theirs)
             for mine, library in zip(ours, theirs, strict=True):
