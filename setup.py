@@ -1,4 +1,5 @@
-"""Builds the optional C extension of the compiled row path (`cdc.source._rownative`).
+"""Builds the optional C extensions of the compiled row path: row images decoded
+(`cdc.source._rownative`) and documents encoded (`cdc.transform._docnative`).
 
 Everything else is declared in pyproject.toml. `optional=True` lets `pip install` succeed on a
 machine without a C compiler: the package then decodes rows with its Python decoder and says
@@ -14,6 +15,12 @@ setup(
             sources=["cdc/source/_rownative.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "cdc.transform._docnative",
+            sources=["cdc/transform/_docnative.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )
