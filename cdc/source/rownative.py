@@ -11,55 +11,29 @@ only differ by a bug, which `tests/unit/source/test_rownative.py` hunts for on r
 
 The compiled path is used when the extension was built (`pip install` builds it where a C
 compiler exists) and `CDC_NATIVE` is not `0`; otherwise the Python decoder is, and one log line
-says so the first time a table is decoded.
+says so the first time a table is decoded (see `cdc.native`).
 """
 
 from __future__ import annotations
 
 import codecs
 import decimal
-import importlib
-import logging
-import os
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.json_binary import parse_json
 
+from cdc import native
 from cdc.source import rowdecode
 
-log = logging.getLogger(__name__)
-
-_native: ModuleType | None
-try:
-    _native = importlib.import_module("cdc.source._rownative")
-except ImportError:  # no C compiler where the package was installed
-    _native = None
-
 _DECIMAL_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-_announced = False
 
 
 def available() -> bool:
     """Whether row images are decoded by compiled code in this process (the extension is
     built and `CDC_NATIVE` is not `0`)."""
-    return _native is not None and os.environ.get("CDC_NATIVE", "1") != "0"
-
-
-def _announce_fallback() -> None:
-    global _announced
-    if _announced:
-        return
-    _announced = True
-    if _native is None:
-        log.warning(
-            "the compiled row path is not available (cdc.source._rownative was not built); "
-            "using the Python row decoder, which costs more CPU per row"
-        )
-    else:
-        log.info("the compiled row path is switched off by CDC_NATIVE=0; using the Python one")
+    return native.enabled() and native.rownative is not None
 
 
 def decoder_for(columns: Sequence[Any]) -> rowdecode.ImageDecoder | None:
@@ -70,7 +44,6 @@ def decoder_for(columns: Sequence[Any]) -> rowdecode.ImageDecoder | None:
     if python is None:
         return None
     if not available():
-        _announce_fallback()
         return python
     return compile_native(columns, python) or python
 
@@ -81,17 +54,18 @@ def compile_native(
     """The compiled decoder of `columns`, falling back to `fallback` (their Python decoder)
     on short bytes; None when the extension is missing or a column has a shape it does not
     decode (the Python decoder is then used alone)."""
-    if _native is None:
+    compiled = native.rownative
+    if compiled is None:
         return None
     plan = []
     for column in columns:
-        entry = _plan(_native, column)
+        entry = _plan(compiled, column)
         if entry is None:
             return None
         plan.append(entry)
     names = tuple(column.name or f"UNKNOWN_COL{i}" for i, column in enumerate(columns))
     helpers = (decimal.Decimal, parse_json, rowdecode._datetime2, rowdecode._timestamp)
-    decoder: rowdecode.ImageDecoder = _native.Decoder(names, tuple(plan), fallback, helpers)
+    decoder: rowdecode.ImageDecoder = compiled.Decoder(names, tuple(plan), fallback, helpers)
     return decoder
 
 

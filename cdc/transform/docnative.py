@@ -11,30 +11,22 @@ Python converter and written by orjson, and any error sends the row through the 
 so it raises what that raises.
 `tests/unit/transform/test_docnative.py` compares both on random rows and mapping options.
 
-Used when the extension was built and `CDC_NATIVE` is not `0` (see `cdc.source.rownative`).
+Used when the extension was built and `CDC_NATIVE` is not `0` (see `cdc.native`).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import orjson
 
+from cdc import native
 from cdc.transform.convert import Converter, always_omits, shape_of
 
 Row = dict[str, Any]
 Encode = Callable[[Row], bytes]
 """A row image -> the JSON bytes of its document."""
-
-_native: ModuleType | None
-try:
-    _native = importlib.import_module("cdc.transform._docnative")
-except ImportError:  # no C compiler where the package was installed
-    _native = None
 
 _MODES = {
     "keep": "KEEP",
@@ -48,8 +40,9 @@ _MODES = {
 
 
 def available() -> bool:
-    """Whether documents are encoded by compiled code in this process."""
-    return _native is not None and os.environ.get("CDC_NATIVE", "1") != "0"
+    """Whether documents are encoded by compiled code in this process (the extension is
+    built and `CDC_NATIVE` is not `0`)."""
+    return native.enabled() and native.docnative is not None
 
 
 def encoder_for(
@@ -60,7 +53,8 @@ def encoder_for(
     """The compiled encoder of a document made of `fields` ((column, field name, converter),
     in order) and then `static`, equal to `orjson.dumps(document(row))`; None when compiled
     encoding is not available or the names collide (the Python builder then decides)."""
-    if not available() or _native is None:
+    compiled = native.docnative
+    if not available() or compiled is None:
         return None
     kept = [
         (column, name, convert) for column, name, convert in fields if not always_omits(convert)
@@ -71,7 +65,7 @@ def encoder_for(
     plan = []
     for i, (column, name, convert) in enumerate(kept):
         key = (b"{" if i == 0 else b",") + orjson.dumps(name) + b":"
-        plan.append((column, key, getattr(_native, _MODES[shape_of(convert)]), convert))
+        plan.append((column, key, getattr(compiled, _MODES[shape_of(convert)]), convert))
     try:
         tail = b"".join(
             (b"{" if not plan and i == 0 else b",")
@@ -87,5 +81,5 @@ def encoder_for(
     def fallback(row: Row) -> bytes:
         return orjson.dumps(document(row))
 
-    encode: Encode = _native.Encoder(tuple(plan), tail, orjson.dumps, fallback)
+    encode: Encode = compiled.Encoder(tuple(plan), tail, orjson.dumps, fallback)
     return encode

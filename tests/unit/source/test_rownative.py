@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,9 +34,14 @@ from rowimages import (
     table_and_event,
 )
 
+from cdc import native as native_path
+from cdc.config import TableMapping
+from cdc.model.events import Column as Column_
+from cdc.model.events import Kind, RowChange, TableSchema
 from cdc.source import rowdecode, rownative
+from cdc.transform.mapping import Mapper
 
-if rownative._native is None:
+if native_path.rownative is None:
     if os.environ.get("CI") == "true":
         pytest.fail("cdc.source._rownative was not built (is a C compiler installed?)")
     pytest.skip(
@@ -213,8 +219,8 @@ def test_cdc_native_0_uses_the_python_decoder_and_says_so_once(
     columns = [make_column(FIELD_TYPE.LONG, "id")]
     assert type(rownative.decoder_for(columns)).__name__ == "Decoder"
     monkeypatch.setenv("CDC_NATIVE", "0")
-    monkeypatch.setattr(rownative, "_announced", False)
-    with caplog.at_level(logging.INFO, logger="cdc.source.rownative"):
+    monkeypatch.setattr(native_path, "_announced", False)
+    with caplog.at_level(logging.INFO, logger="cdc.native"):
         first = rownative.decoder_for(columns)
         rownative.decoder_for(columns)
     assert type(first).__name__ == "function"
@@ -223,16 +229,26 @@ def test_cdc_native_0_uses_the_python_decoder_and_says_so_once(
     assert first is not None and first(b"\x00\x07\x00\x00\x00", 0, 5) == [{"id": 7}]
 
 
-def test_a_missing_extension_falls_back_with_one_warning(
+def test_missing_extensions_fall_back_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(rownative, "_native", None)
-    monkeypatch.setattr(rownative, "_announced", False)
+    monkeypatch.setattr(native_path, "rownative", None)
+    monkeypatch.setattr(native_path, "docnative", None)
+    monkeypatch.setattr(native_path, "_announced", False)
     columns = [make_column(FIELD_TYPE.LONG, "id")]
-    with caplog.at_level(logging.INFO, logger="cdc.source.rownative"):
+    table = TableSchema(
+        schema="db",
+        table="t",
+        columns=(Column_("id", Kind.INT, is_primary=True),),
+        primary_key=("id",),
+    )
+    with caplog.at_level(logging.INFO, logger="cdc.native"):
         decoder = rownative.decoder_for(columns)
         rownative.decoder_for(columns)
+        mapper = Mapper(TableMapping(table="db.t", index="i"), table, ZoneInfo("UTC"), encoded=True)
     assert decoder is not None and decoder(b"\x00\x07\x00\x00\x00", 0, 5) == [{"id": 7}]
+    (action,) = mapper.map(RowChange(table, "insert", None, {"id": 7}))
+    assert action.body is None and action.source == {"id": 7}
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "compiled row path is not available" in caplog.records[0].getMessage()
 

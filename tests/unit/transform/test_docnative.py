@@ -24,14 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cdc import native
 from cdc.config import TableMapping
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
 from cdc.sink.bulk import encode
-from cdc.transform import docnative
 from cdc.transform.mapping import Mapper
 
-if docnative._native is None:
+if native.docnative is None:
     if os.environ.get("CI") == "true":
         pytest.fail("cdc.transform._docnative was not built (is a C compiler installed?)")
     pytest.skip(
