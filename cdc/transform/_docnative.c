@@ -6,7 +6,8 @@
  *
  * An Encoder is made once per mapping and table map from one entry per field: the column to
  * read, the field's JSON key with its separator, how its value is converted (kept, a date or
- * time written as ISO 8601 here, BIT text read as a number, or the Python converter called),
+ * time written as ISO 8601 here, BIT text read as a number, plain JSON text written without
+ * its whitespace, or the Python converter called),
  * and the static fields as ready JSON. Values are written here when they are None, bool, int
  * within 64 bits, str, or a naive date/datetime; anything else is written by orjson. On any
  * error (a missing column, a converter raising, a value orjson refuses) the whole row goes to
@@ -19,7 +20,10 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { M_KEEP, M_TEXT, M_DATE, M_DATETIME_UTC, M_TIMESTAMP, M_BIT, M_CONVERT, M_COUNT };
+enum {
+    M_KEEP, M_TEXT, M_DATE, M_DATETIME_UTC, M_TIMESTAMP, M_BIT, M_JSON_TEXT, M_CONVERT,
+    M_COUNT
+};
 
 typedef struct {
     PyObject *column;  /* str: the key in the row image */
@@ -160,6 +164,172 @@ static int is_epoch(PyObject *value) {
            PyDateTime_DATE_GET_SECOND(value) == 0 && PyDateTime_DATE_GET_MICROSECOND(value) == 0;
 }
 
+/*
+ * JSON text as orjson.dumps(orjson.loads(text)) writes it, for the plain subset where that is
+ * the text without its whitespace: objects without repeated keys, arrays, strings without
+ * escapes or control characters, integers of up to 18 digits, true, false and null. Returns
+ * 1 when written, 0 when the text is outside the subset (nothing written: the converter
+ * decides), -1 on a memory error.
+ */
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_KEYS 32
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n, at;
+    Buffer *out;
+} Minify;
+
+static void skip_space(Minify *m) {
+    while (m->at < m->n) {
+        char c = m->s[m->at];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        m->at++;
+    }
+}
+
+/* A string token at m->at; its bytes (quotes included) in *start, *len. */
+static int json_string(Minify *m, Py_ssize_t *start, Py_ssize_t *len) {
+    Py_ssize_t i = m->at + 1;
+    while (i < m->n) {
+        unsigned char c = (unsigned char)m->s[i];
+        if (c == '"') break;
+        if (c == '\\' || c < 0x20) return 0;
+        i++;
+    }
+    if (i >= m->n) return 0;
+    *start = m->at;
+    *len = i + 1 - m->at;
+    m->at = i + 1;
+    return 1;
+}
+
+static int json_value(Minify *m, int depth);
+
+static int json_object(Minify *m, int depth) {
+    Py_ssize_t keys[JSON_MAX_KEYS], lens[JSON_MAX_KEYS];
+    int count = 0;
+    m->at++;
+    if (put(m->out, "{", 1) < 0) return -1;
+    skip_space(m);
+    if (m->at < m->n && m->s[m->at] == '}') {
+        m->at++;
+        return put(m->out, "}", 1) < 0 ? -1 : 1;
+    }
+    for (;;) {
+        skip_space(m);
+        Py_ssize_t start, len;
+        if (m->at >= m->n || m->s[m->at] != '"' || !json_string(m, &start, &len)) return 0;
+        if (count == JSON_MAX_KEYS) return 0;
+        for (int k = 0; k < count; k++)
+            if (lens[k] == len && memcmp(m->s + keys[k], m->s + start, (size_t)len) == 0)
+                return 0; /* a repeated key: orjson keeps the last value, in the first place */
+        keys[count] = start;
+        lens[count++] = len;
+        if (put(m->out, m->s + start, len) < 0) return -1;
+        skip_space(m);
+        if (m->at >= m->n || m->s[m->at] != ':') return 0;
+        m->at++;
+        if (put(m->out, ":", 1) < 0) return -1;
+        int done = json_value(m, depth + 1);
+        if (done <= 0) return done;
+        skip_space(m);
+        if (m->at >= m->n) return 0;
+        char c = m->s[m->at++];
+        if (c == '}') return put(m->out, "}", 1) < 0 ? -1 : 1;
+        if (c != ',') return 0;
+        if (put(m->out, ",", 1) < 0) return -1;
+    }
+}
+
+static int json_array(Minify *m, int depth) {
+    m->at++;
+    if (put(m->out, "[", 1) < 0) return -1;
+    skip_space(m);
+    if (m->at < m->n && m->s[m->at] == ']') {
+        m->at++;
+        return put(m->out, "]", 1) < 0 ? -1 : 1;
+    }
+    for (;;) {
+        int done = json_value(m, depth + 1);
+        if (done <= 0) return done;
+        skip_space(m);
+        if (m->at >= m->n) return 0;
+        char c = m->s[m->at++];
+        if (c == ']') return put(m->out, "]", 1) < 0 ? -1 : 1;
+        if (c != ',') return 0;
+        if (put(m->out, ",", 1) < 0) return -1;
+    }
+}
+
+static int json_number(Minify *m) {
+    Py_ssize_t start = m->at, i = m->at;
+    int negative = 0;
+    if (i < m->n && m->s[i] == '-') {
+        negative = 1;
+        i++;
+    }
+    Py_ssize_t digits = i;
+    if (i < m->n && m->s[i] == '0') {
+        i++;
+    } else {
+        while (i < m->n && m->s[i] >= '0' && m->s[i] <= '9') i++;
+    }
+    Py_ssize_t count = i - digits;
+    if (count == 0 || count > 18) return 0;
+    if (i < m->n && (m->s[i] == '.' || m->s[i] == 'e' || m->s[i] == 'E' ||
+                     (m->s[i] >= '0' && m->s[i] <= '9')))
+        return 0; /* a fraction, an exponent or a leading zero: orjson decides */
+    m->at = i;
+    if (negative && count == 1 && m->s[digits] == '0') return put(m->out, "0", 1) < 0 ? -1 : 1;
+    return put(m->out, m->s + start, i - start) < 0 ? -1 : 1;
+}
+
+static int json_word(Minify *m, const char *word, Py_ssize_t len) {
+    if (m->n - m->at < len || memcmp(m->s + m->at, word, (size_t)len) != 0) return 0;
+    m->at += len;
+    return put(m->out, word, len) < 0 ? -1 : 1;
+}
+
+static int json_value(Minify *m, int depth) {
+    if (depth > JSON_MAX_DEPTH) return 0;
+    skip_space(m);
+    if (m->at >= m->n) return 0;
+    char c = m->s[m->at];
+    if (c == '{') return json_object(m, depth);
+    if (c == '[') return json_array(m, depth);
+    if (c == '"') {
+        Py_ssize_t start, len;
+        if (!json_string(m, &start, &len)) return 0;
+        return put(m->out, m->s + start, len) < 0 ? -1 : 1;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) return json_number(m);
+    if (c == 't') return json_word(m, "true", 4);
+    if (c == 'f') return json_word(m, "false", 5);
+    if (c == 'n') return json_word(m, "null", 4);
+    return 0;
+}
+
+static int put_json_text(Buffer *b, PyObject *text) {
+    Minify m;
+    m.s = PyUnicode_AsUTF8AndSize(text, &m.n);
+    if (m.s == NULL) {
+        PyErr_Clear(); /* lone surrogates: the converter raises what it raises */
+        return 0;
+    }
+    m.at = 0;
+    m.out = b;
+    Py_ssize_t mark = b->len;
+    int done = json_value(&m, 0);
+    if (done == 1) {
+        skip_space(&m);
+        if (m.at == m.n) return 1;
+        done = 0;
+    }
+    b->len = mark;
+    return done;
+}
+
 static int put_field(Encoder *self, Buffer *b, Field *f, PyObject *value) {
     int done;
     switch (f->mode) {
@@ -201,6 +371,13 @@ static int put_field(Encoder *self, Buffer *b, Field *f, PyObject *value) {
                 int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)bits);
                 return put(b, digits, len);
             }
+        }
+        break;
+    case M_JSON_TEXT:
+        if (value == Py_None) return put(b, "null", 4);
+        if (PyUnicode_CheckExact(value)) {
+            int written = put_json_text(b, value);
+            if (written != 0) return written < 0 ? -1 : 0;
         }
         break;
     default: break;
@@ -332,6 +509,7 @@ PyMODINIT_FUNC PyInit__docnative(void) {
         PyModule_AddIntConstant(m, "DATETIME_UTC", M_DATETIME_UTC) < 0 ||
         PyModule_AddIntConstant(m, "TIMESTAMP", M_TIMESTAMP) < 0 ||
         PyModule_AddIntConstant(m, "BIT", M_BIT) < 0 ||
+        PyModule_AddIntConstant(m, "JSON_TEXT", M_JSON_TEXT) < 0 ||
         PyModule_AddIntConstant(m, "CONVERT", M_CONVERT) < 0) {
         Py_DECREF(m);
         return NULL;

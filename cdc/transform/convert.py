@@ -152,7 +152,9 @@ def always_omits(convert: Converter) -> bool:
     return convert is _omit
 
 
-ConverterShape = Literal["keep", "text", "date", "datetime_utc", "timestamp", "bit", "other"]
+ConverterShape = Literal[
+    "keep", "text", "date", "datetime_utc", "timestamp", "bit", "json_text", "other"
+]
 
 
 def shape_of(convert: Converter) -> ConverterShape:
@@ -189,6 +191,7 @@ def json_text_converter(column: Column) -> Converter:
             return _parse_json_text(value, name)
         raise MappingError(f"column {name!r}: expected JSON text, got {type(value).__name__}")
 
+    _SHAPES[convert] = "json_text"
     return convert
 
 
@@ -313,6 +316,7 @@ def _json_converter(name: str) -> Converter:
                 hint=_PARTIAL_JSON_HINT,
             ) from None
 
+    _SHAPES[convert] = "json_text"
     return convert
 
 

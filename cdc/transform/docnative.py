@@ -5,10 +5,11 @@ The streaming path turns every row change into a document and then into JSON; fo
 mapping shape (columns to fields, renamed, included or excluded, static fields, no computed
 fields and no `transform` hook) `encoder_for` compiles both steps into one call per row. Its
 bytes are exactly `orjson.dumps(document(row))` of the Python builder: ints, strings, None,
-bools, BIT text and naive dates and datetimes (the UTC and TIMESTAMP rules of
-`cdc.transform.convert`) are written by the C code, every other value is converted by its
-Python converter and written by orjson, and any error sends the row through the Python path,
-so it raises what that raises.
+bools, BIT text, plain JSON text (objects, arrays, strings without escapes, integers; written
+without its whitespace, as orjson writes it back) and naive dates and datetimes (the UTC and
+TIMESTAMP rules of `cdc.transform.convert`) are written by the C code; every other value is
+converted by its Python converter and written by orjson, and any error sends the row through
+the Python path, so it raises what that raises.
 `tests/unit/transform/test_docnative.py` compares both on random rows and mapping options.
 
 Used when the extension was built and `CDC_NATIVE` is not `0` (see `cdc.native`).
@@ -35,6 +36,7 @@ _MODES = {
     "datetime_utc": "DATETIME_UTC",
     "timestamp": "TIMESTAMP",
     "bit": "BIT",
+    "json_text": "JSON_TEXT",
     "other": "CONVERT",
 }
 

@@ -14,6 +14,7 @@ Without the extension these tests skip, saying so; in CI (`CI=true`) they fail i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 from typing import Any
@@ -57,7 +58,49 @@ naive = st.datetimes(
     st.integers(0, 59),
     st.sampled_from([0, 1, 10, 999999]),
 )
-json_texts = st.sampled_from(['{"a": [1, 2.5, "x"], "b": null}', "[]", '"s"', "12", "{bad", ""])
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**19), 10**19)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def json_text(draw: st.DrawFn) -> str:
+    """JSON text as servers and applications write it: any separators and indentation, ASCII
+    escapes or not, plus the cases orjson reads differently from the text (repeated keys, -0,
+    deep nesting) and text that is not JSON."""
+    value = draw(json_values)
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))
+    indent = draw(st.sampled_from([None, 2]))
+    text = json.dumps(value, separators=separators, indent=indent, ensure_ascii=draw(st.booleans()))
+    special = draw(
+        st.sampled_from(
+            [
+                text,
+                text,
+                text,
+                '{"a": 1, "a": 2}',
+                " -0 ",
+                "[01]",
+                "[1,]",
+                "[" * 70 + "]" * 70,
+                text + " x",
+                "\ufeff[1]",
+                "",
+                "{bad",
+                '"a\x01b"',
+            ]
+        )
+    )
+    return special
+
 
 VALUES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.INT: st.integers(-(2**63), 2**64 - 1) | st.sampled_from([2**64, -(2**63) - 1, True]),
@@ -68,11 +111,11 @@ VALUES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.TIMESTAMP: naive | st.just(EPOCH) | st.just(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
     Kind.TIME: st.timedeltas(min_value=dt.timedelta(hours=-838), max_value=dt.timedelta(hours=838)),
     Kind.YEAR: st.integers(1900, 2155),
-    Kind.STRING: texts | st.binary(max_size=4),
+    Kind.STRING: texts | st.binary(max_size=4) | json_text(),
     Kind.ENUM: texts,
     Kind.SET: st.sets(st.sampled_from(["a", "b", "c"]), min_size=1) | st.just(None),
     Kind.BIT: st.text("01", min_size=1, max_size=70) | st.integers(0, 2**64 - 1) | st.binary(),
-    Kind.JSON: json_texts | st.just({b"k": [b"v", 1]}),
+    Kind.JSON: json_text() | st.just({b"k": [b"v", 1]}),
     Kind.BINARY: st.binary(max_size=8) | st.text(max_size=4),
     Kind.GEOMETRY: st.binary(max_size=8),
 }
