@@ -6,8 +6,8 @@
  *
  * An Encoder is made once per mapping and table map from one entry per field: the column to
  * read, the field's JSON key with its separator, how its value is converted (kept, a date or
- * time written as ISO 8601 here, BIT text read as a number, plain JSON text written without
- * its whitespace, or the Python converter called),
+ * time written as ISO 8601 here, BIT text read as a number, a Decimal written as fixed-point
+ * text, plain JSON text written without its whitespace, or the Python converter called),
  * and the static fields as ready JSON. Values are written here when they are None, bool, int
  * within 64 bits, str, or a naive date/datetime; anything else is written by orjson. On any
  * error (a missing column, a converter raising, a value orjson refuses) the whole row goes to
@@ -21,8 +21,8 @@
 #include <string.h>
 
 enum {
-    M_KEEP, M_TEXT, M_DATE, M_DATETIME_UTC, M_TIMESTAMP, M_BIT, M_JSON_TEXT, M_CONVERT,
-    M_COUNT
+    M_KEEP, M_TEXT, M_DATE, M_DATETIME_UTC, M_TIMESTAMP, M_BIT, M_JSON_TEXT, M_DECIMAL_TEXT,
+    M_DECIMAL_NUMBER, M_CONVERT, M_COUNT
 };
 
 typedef struct {
@@ -41,6 +41,7 @@ typedef struct {
     PyObject *tail;     /* bytes: the static fields and the closing brace */
     PyObject *dumps;    /* orjson.dumps */
     PyObject *fallback; /* row -> bytes, the Python path */
+    PyObject *decimal;  /* decimal.Decimal */
 } Encoder;
 
 typedef struct {
@@ -70,6 +71,36 @@ static int put(Buffer *b, const char *s, Py_ssize_t n) {
 }
 
 static const char HEX[] = "0123456789abcdef";
+
+/* Decimal digits of v, most significant first, into text (20 bytes or more); their count. */
+static int digits_of(uint64_t v, char *text) {
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++) text[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* v (0 <= v < 10**width) zero-padded to width digits. */
+static inline char *padded(char *out, int v, int width) {
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return out + width;
+}
+
+/* "YYYY-MM-DD" (four-digit years: date and datetime keep year >= 1). */
+static inline char *iso_date(char *out, PyObject *value) {
+    out = padded(out, PyDateTime_GET_YEAR(value), 4);
+    *out++ = '-';
+    out = padded(out, PyDateTime_GET_MONTH(value), 2);
+    *out++ = '-';
+    return padded(out, PyDateTime_GET_DAY(value), 2);
+}
 
 /* A str as orjson writes it: UTF-8, with '"', '\\' and control characters escaped. */
 static int put_text(Buffer *b, PyObject *text) {
@@ -123,14 +154,20 @@ static int put_value(Encoder *self, Buffer *b, PyObject *value) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
         if (v == -1 && PyErr_Occurred()) return -1;
-        if (overflow == 0) return put(b, digits, snprintf(digits, sizeof digits, "%lld", v));
+        if (overflow == 0) {
+            if (v < 0) {
+                digits[0] = '-';
+                return put(b, digits, 1 + digits_of(0 - (uint64_t)v, digits + 1));
+            }
+            return put(b, digits, digits_of((uint64_t)v, digits));
+        }
         if (overflow > 0) {
             unsigned long long u = PyLong_AsUnsignedLongLong(value);
             if (u == (unsigned long long)-1 && PyErr_Occurred()) {
                 PyErr_Clear();
                 return put_dumps(self, b, value);
             }
-            return put(b, digits, snprintf(digits, sizeof digits, "%llu", u));
+            return put(b, digits, digits_of(u, digits));
         }
         return put_dumps(self, b, value);
     }
@@ -143,16 +180,23 @@ static int put_value(Encoder *self, Buffer *b, PyObject *value) {
 static int put_utc(Buffer *b, PyObject *value, int *done) {
     *done = 0;
     if (!PyDateTime_CheckExact(value) || PyDateTime_DATE_GET_TZINFO(value) != Py_None) return 0;
-    char text[40];
-    int n = snprintf(text, sizeof text, "\"%04d-%02d-%02dT%02d:%02d:%02d",
-                     PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
-                     PyDateTime_GET_DAY(value),
-                     PyDateTime_DATE_GET_HOUR(value), PyDateTime_DATE_GET_MINUTE(value),
-                     PyDateTime_DATE_GET_SECOND(value));
+    char text[40], *out = text;
+    *out++ = '"';
+    out = iso_date(out, value);
+    *out++ = 'T';
+    out = padded(out, PyDateTime_DATE_GET_HOUR(value), 2);
+    *out++ = ':';
+    out = padded(out, PyDateTime_DATE_GET_MINUTE(value), 2);
+    *out++ = ':';
+    out = padded(out, PyDateTime_DATE_GET_SECOND(value), 2);
     int micro = PyDateTime_DATE_GET_MICROSECOND(value);
-    if (micro) n += snprintf(text + n, sizeof text - (size_t)n, ".%06d", micro);
-    text[n++] = 'Z';
-    text[n++] = '"';
+    if (micro) {
+        *out++ = '.';
+        out = padded(out, micro, 6);
+    }
+    *out++ = 'Z';
+    *out++ = '"';
+    int n = (int)(out - text);
     *done = 1;
     return put(b, text, n);
 }
@@ -340,10 +384,11 @@ static int put_field(Encoder *self, Buffer *b, Field *f, PyObject *value) {
     case M_DATE:
         if (value == Py_None) return put(b, "null", 4);
         if (PyDate_CheckExact(value)) {
-            char text[24];
-            int n = snprintf(text, sizeof text, "\"%04d-%02d-%02d\"", PyDateTime_GET_YEAR(value),
-                             PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value));
-            return put(b, text, n);
+            char text[16], *out = text;
+            *out++ = '"';
+            out = iso_date(out, value);
+            *out++ = '"';
+            return put(b, text, out - text);
         }
         break;
     case M_DATETIME_UTC:
@@ -371,6 +416,29 @@ static int put_field(Encoder *self, Buffer *b, Field *f, PyObject *value) {
                 int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)bits);
                 return put(b, digits, len);
             }
+        }
+        break;
+    case M_DECIMAL_TEXT:
+    case M_DECIMAL_NUMBER:
+        /* format(value, "f") is str(value) whenever str() writes no exponent. */
+        if (value == Py_None) return put(b, "null", 4);
+        if (Py_TYPE(value) == (PyTypeObject *)self->decimal) {
+            PyObject *text = PyObject_Str(value);
+            if (text == NULL) return -1;
+            Py_ssize_t n;
+            const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+            int failed = s == NULL ? -1 : 0;
+            if (s != NULL && memchr(s, 'E', (size_t)n) == NULL) {
+                if (f->mode == M_DECIMAL_NUMBER) {
+                    failed = put(b, s, n);
+                } else {
+                    failed = put(b, "\"", 1) < 0 || put(b, s, n) < 0 || put(b, "\"", 1) < 0;
+                }
+                Py_DECREF(text);
+                return failed ? -1 : 0;
+            }
+            Py_DECREF(text);
+            if (failed) return -1;
         }
         break;
     case M_JSON_TEXT:
@@ -434,14 +502,16 @@ static void Encoder_dealloc(PyObject *op) {
     Py_XDECREF(self->tail);
     Py_XDECREF(self->dumps);
     Py_XDECREF(self->fallback);
+    Py_XDECREF(self->decimal);
     Py_TYPE(op)->tp_free(op);
 }
 
 static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"fields", "tail", "dumps", "fallback", NULL};
-    PyObject *fields, *tail, *dumps, *fallback;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OO", keywords, &PyTuple_Type, &fields,
-                                     &PyBytes_Type, &tail, &dumps, &fallback))
+    static char *keywords[] = {"fields", "tail", "dumps", "fallback", "decimal", NULL};
+    PyObject *fields, *tail, *dumps, *fallback, *decimal;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OOO!", keywords, &PyTuple_Type, &fields,
+                                     &PyBytes_Type, &tail, &dumps, &fallback, &PyType_Type,
+                                     &decimal))
         return NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(fields);
     Encoder *self = (Encoder *)type->tp_alloc(type, 0);
@@ -474,14 +544,15 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     self->tail = Py_NewRef(tail);
     self->dumps = Py_NewRef(dumps);
     self->fallback = Py_NewRef(fallback);
+    self->decimal = Py_NewRef(decimal);
     return (PyObject *)self;
 }
 
 static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cdc.transform._docnative.Encoder",
-    .tp_doc = PyDoc_STR("Encoder(fields, tail, dumps, fallback): called with a row image, "
-                        "returns the JSON bytes of its document, as fallback(row) would."),
+    .tp_doc = PyDoc_STR("Encoder(fields, tail, dumps, fallback, decimal): called with a row "
+                        "image, returns the JSON bytes of its document, as fallback(row) would."),
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = Encoder_new,
@@ -510,6 +581,8 @@ PyMODINIT_FUNC PyInit__docnative(void) {
         PyModule_AddIntConstant(m, "TIMESTAMP", M_TIMESTAMP) < 0 ||
         PyModule_AddIntConstant(m, "BIT", M_BIT) < 0 ||
         PyModule_AddIntConstant(m, "JSON_TEXT", M_JSON_TEXT) < 0 ||
+        PyModule_AddIntConstant(m, "DECIMAL_TEXT", M_DECIMAL_TEXT) < 0 ||
+        PyModule_AddIntConstant(m, "DECIMAL_NUMBER", M_DECIMAL_NUMBER) < 0 ||
         PyModule_AddIntConstant(m, "CONVERT", M_CONVERT) < 0) {
         Py_DECREF(m);
         return NULL;

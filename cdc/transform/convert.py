@@ -153,7 +153,16 @@ def always_omits(convert: Converter) -> bool:
 
 
 ConverterShape = Literal[
-    "keep", "text", "date", "datetime_utc", "timestamp", "bit", "json_text", "other"
+    "keep",
+    "text",
+    "date",
+    "datetime_utc",
+    "timestamp",
+    "bit",
+    "json_text",
+    "decimal_text",
+    "decimal_number",
+    "other",
 ]
 
 
@@ -173,6 +182,10 @@ def shape_of(convert: Converter) -> ConverterShape:
         return "datetime_utc"
     if convert is _bit:
         return "bit"
+    if convert is _decimal_string:
+        return "decimal_text"
+    if convert is _decimal_number:
+        return "decimal_number"
     return _SHAPES.get(convert, "other")
 
 

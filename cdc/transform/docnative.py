@@ -5,9 +5,10 @@ The streaming path turns every row change into a document and then into JSON; fo
 mapping shape (columns to fields, renamed, included or excluded, static fields, no computed
 fields and no `transform` hook) `encoder_for` compiles both steps into one call per row. Its
 bytes are exactly `orjson.dumps(document(row))` of the Python builder: ints, strings, None,
-bools, BIT text, plain JSON text (objects, arrays, strings without escapes, integers; written
-without its whitespace, as orjson writes it back) and naive dates and datetimes (the UTC and
-TIMESTAMP rules of `cdc.transform.convert`) are written by the C code; every other value is
+bools, BIT text, Decimals, plain JSON text (objects, arrays, strings without escapes,
+integers; written without its whitespace, as orjson writes it back) and naive dates and
+datetimes (the UTC and TIMESTAMP rules of `cdc.transform.convert`) are written by the C code;
+every other value is
 converted by its Python converter and written by orjson, and any error sends the row through
 the Python path, so it raises what that raises.
 `tests/unit/transform/test_docnative.py` compares both on random rows and mapping options.
@@ -17,6 +18,7 @@ Used when the extension was built and `CDC_NATIVE` is not `0` (see `cdc.native`)
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,8 @@ _MODES = {
     "timestamp": "TIMESTAMP",
     "bit": "BIT",
     "json_text": "JSON_TEXT",
+    "decimal_text": "DECIMAL_TEXT",
+    "decimal_number": "DECIMAL_NUMBER",
     "other": "CONVERT",
 }
 
@@ -83,5 +87,5 @@ def encoder_for(
     def fallback(row: Row) -> bytes:
         return orjson.dumps(document(row))
 
-    encode: Encode = compiled.Encoder(tuple(plan), tail, orjson.dumps, fallback)
+    encode: Encode = compiled.Encoder(tuple(plan), tail, orjson.dumps, fallback, decimal.Decimal)
     return encode

@@ -105,7 +105,9 @@ def json_text(draw: st.DrawFn) -> str:
 VALUES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.INT: st.integers(-(2**63), 2**64 - 1) | st.sampled_from([2**64, -(2**63) - 1, True]),
     Kind.FLOAT: st.floats(allow_nan=True, allow_infinity=True),
-    Kind.DECIMAL: st.decimals(allow_nan=False, places=3) | st.just(Decimal("-0.00")),
+    Kind.DECIMAL: st.decimals(allow_nan=False, places=3)
+    | st.decimals(allow_nan=True)
+    | st.sampled_from([Decimal("-0.00"), Decimal("1E+2"), Decimal("1E-7"), Decimal("0E-30")]),
     Kind.DATE: st.dates(),
     Kind.DATETIME: naive | st.just(dt.datetime(2024, 3, 31, 2, 30)),
     Kind.TIMESTAMP: naive | st.just(EPOCH) | st.just(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
