@@ -8,7 +8,8 @@ edge values; each example inserts, updates and deletes them in one transaction. 
 event of that transaction is then decoded twice from the same bytes, by the library
 (`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and
 type; the compiled decoder (`cdc.source.rownative`), where it is built, must give the same
-images as well.
+images as well, and the documents of the images must be the same bulk bytes whether they are
+built in Python or encoded by `cdc.transform.docnative`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import datetime as dt
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -27,9 +29,13 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from rig import MariaDB
 
 from cdc import native as compiled_path
-from cdc.config import SourceConfig
+from cdc.config import SourceConfig, TableMapping
+from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.sink.bulk import encode
 from cdc.source import rowdecode, rownative
+from cdc.source.binlog import _kind
 from cdc.source.mysql import connect, current_position, server_info
+from cdc.transform.mapping import Mapper
 
 TABLE = "everything"
 COLUMNS: dict[str, str] = {
@@ -204,6 +210,32 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _assert_documents_alike(event: Any, images: list[dict[str, Any]]) -> None:
+    """The bulk lines of the images' documents are the same bytes whether the document is
+    built in Python or encoded in C (`cdc.transform.docnative`), in both decimal modes."""
+    columns = tuple(
+        Column(
+            c.name,
+            Kind.JSON if c.name == "t_json" else _kind(c),
+            bool(c.unsigned),
+            c.name == "id",
+        )
+        for c in event.columns
+    )
+    schema = TableSchema(schema="db", table=TABLE, columns=columns, primary_key=("id",))
+    zone = ZoneInfo("UTC")
+    for decimal in ("string", "number"):
+        mapping = TableMapping(table=f"db.{TABLE}", index="docs", decimal=decimal)
+        python = Mapper(mapping, schema, zone)
+        compiled = Mapper(mapping, schema, zone, encoded=True)
+        assert compiled_path.docnative is None or compiled._encode is not None
+        for image in images:
+            change = RowChange(schema, "insert", None, image)
+            assert [encode(a, 1) for a in compiled.map(change)] == [
+                encode(a, 1) for a in python.map(change)
+            ]
+
+
 @pytest.fixture(scope="module")
 def table(mariadb: MariaDB) -> str:
     db = "rowdecode_diff"
@@ -290,6 +322,7 @@ def test_decoder_equals_the_library_on_rows_the_server_wrote(
                     }
             theirs = _library_images(event)
             assert len(ours) == len(theirs)
+            _assert_documents_alike(event, ours)
             for mine, library in zip(ours, theirs, strict=True):
                 assert _same(mine, library), {
                     k: (mine.get(k), library.get(k))
