@@ -18,11 +18,21 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 
+PLAN_VERSION = 1
+"""The plan format both extensions read; an extension built from other sources (an in-place
+build older than the code) reports another one and is not used."""
+stale: list[str] = []
+
+
 def _load(name: str) -> ModuleType | None:
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except ImportError:  # not compiled where the package was installed
         return None
+    if getattr(module, "PLAN_VERSION", None) != PLAN_VERSION:
+        stale.append(name)
+        return None
+    return module
 
 
 rownative = _load("cdc.source._rownative")
@@ -36,6 +46,13 @@ def enabled() -> bool:
     on = os.environ.get("CDC_NATIVE", "1") != "0"
     if not on:
         _announce("the compiled row path is switched off by CDC_NATIVE=0; using the Python one")
+    elif stale:
+        _announce(
+            f"the compiled row path is not available ({', '.join(stale)} was built from other "
+            "sources; run `pip install` again); using the Python one, which costs more CPU "
+            "per row",
+            logging.WARNING,
+        )
     elif rownative is None or docnative is None:
         missing = [
             n for n, m in (("_rownative", rownative), ("_docnative", docnative)) if m is None

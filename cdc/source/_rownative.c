@@ -477,7 +477,9 @@ PyMODINIT_FUNC PyInit__rownative(void) {
     if (PyType_Ready(&DecoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0) {
+    /* Bumped whenever the plan cdc/source/rownative.py builds changes shape. */
+    if (PyModule_AddObjectRef(m, "Decoder", (PyObject *)&DecoderType) < 0 ||
+        PyModule_AddIntConstant(m, "PLAN_VERSION", 1) < 0) {
         Py_DECREF(m);
         return NULL;
     }

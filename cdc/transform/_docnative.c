@@ -573,7 +573,9 @@ PyMODINIT_FUNC PyInit__docnative(void) {
     if (PyType_Ready(&EncoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    /* PLAN_VERSION is bumped whenever the plan cdc/transform/docnative.py builds changes. */
     if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
+        PyModule_AddIntConstant(m, "PLAN_VERSION", 1) < 0 ||
         PyModule_AddIntConstant(m, "KEEP", M_KEEP) < 0 ||
         PyModule_AddIntConstant(m, "TEXT", M_TEXT) < 0 ||
         PyModule_AddIntConstant(m, "DATE", M_DATE) < 0 ||

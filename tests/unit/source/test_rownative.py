@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import types
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -259,3 +261,17 @@ def test_update_events_decode_both_images() -> None:
     event = library_event(BINLOG.UPDATE_ROWS_EVENT_V1, columns, body)
     _, native = decoders(columns)
     assert rowdecode.event_body(event, native) == [{"id": 1, "y": 2023}, {"id": 1, "y": None}]
+
+
+def test_an_extension_built_from_other_sources_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = types.ModuleType("cdc.source._rownative_old")
+    old.PLAN_VERSION = native_path.PLAN_VERSION - 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cdc.source._rownative_old", old)
+    monkeypatch.setattr(native_path, "stale", [])
+    monkeypatch.setattr(native_path, "_announced", False)
+    assert native_path._load("cdc.source._rownative_old") is None
+    with caplog.at_level(logging.INFO, logger="cdc.native"):
+        native_path.enabled()
+    assert "built from other sources" in caplog.records[0].getMessage()
