@@ -4,7 +4,8 @@
 #      is missing (as root, or via sudo),
 #      without starting their services: the tests run throwaway servers of their own;
 #   2. creates .venv in the repository root, if missing;
-#   3. installs the project with its test extras into .venv, when pyproject.toml changed.
+#   3. installs the project with its test extras into .venv, when pyproject.toml, setup.py or
+#      the C sources of the compiled row path (cdc/**/*.c) changed; the install compiles them.
 # Safe to run again. Quiet unless something fails; VERBOSE=1 shows every step.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ cd "$root"
 
 packages=(mariadb-server mariadb-client redis-server redis-sentinel python3-venv python3-dev build-essential curl prometheus)
 venv=.venv
-stamp=$venv/.installed-pyproject.sha256
+stamp=$venv/.installed-build-inputs.sha256
 
 die() {
     echo "setup: error: $*" >&2
@@ -97,9 +98,12 @@ make_venv() {
 
 install_project() {
     local want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    # Everything the install reads to build: the metadata, the extension's build script and
+    # its C sources (an editable install compiles them in place, so a changed .c needs a rerun).
+    want=$(find pyproject.toml setup.py cdc -name pyproject.toml -o -name setup.py -o -name '*.c' |
+        LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
     if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$venv/bin/python" -c 'import cdc' 2>/dev/null; then
-        say "project already installed for this pyproject.toml"
+        say "project already installed for these build inputs"
         return
     fi
     say "installing the project with its test extras"

@@ -143,7 +143,7 @@ class FakeSink:
             key = (action.index, action.doc_id)
             held = self.docs.get(key)
             if held is None or held[0] < item.version:
-                self.docs[key] = (item.version, action.source)
+                self.docs[key] = (item.version, action.document())
         return rejected
 
     def sent(self) -> list[BulkItem]:

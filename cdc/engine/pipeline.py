@@ -11,12 +11,14 @@ On stop it sends what is pending, writes the last acknowledged checkpoint and sa
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -115,7 +117,8 @@ class Pipeline:
             self._record_stop()
             raise
         try:
-            self._stream(info, now if until_caught_up else None)
+            with fewer_collections():
+                self._stream(info, now if until_caught_up else None)
         except Interrupted:
             log.warning("stopped while Elasticsearch was failing; unacknowledged changes replay")
         except BaseException as exc:
@@ -301,3 +304,26 @@ class Pipeline:
         """Called by the recorder thread after a checkpoint was written."""
         self._saved_at = time.monotonic()
         self.stats.checkpoints += 1
+
+
+STREAMING_GC_THRESHOLDS = (50_000, 20, 100)
+"""CPython's cycle collector thresholds while streaming (see `fewer_collections`)."""
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the cycle collector less often inside the block, and restore its thresholds after.
+
+    Every row change allocates a dozen short-lived containers (images, actions, bulk items)
+    that hold no reference cycles, so the default thresholds (a young collection every 700
+    allocations, older ones that walk every object the batches keep alive) spent about a third
+    of the connector's CPU: scripts/bench.py measured 12.8 -> 9.2 us of CPU per wide row and
+    9.0 -> 5.8 us per narrow row with these thresholds (peak RSS 114 -> 126 MB wide). Cycles
+    are still collected, after 50,000 allocations instead of 700.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(*STREAMING_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

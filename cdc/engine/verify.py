@@ -573,7 +573,12 @@ def snapshotting(snapshots: SnapshotStore, tables: Iterable[str] | None) -> list
 def _expected(action: Action) -> Expected:
     """The source an action leaves in the index, as JSON reads it back (decimals as numbers,
     fragments resolved): what a document read from the index is compared with."""
-    if action.op == "delete" or action.source is None:
+    if action.op == "delete":
+        return None
+    if action.body is not None:
+        encoded: dict[str, Any] = orjson.loads(action.body)
+        return encoded
+    if action.source is None:
         return None
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(action.source))
     return loaded

@@ -67,6 +67,8 @@ def encode(action: Action, version: int) -> bytes:
     )
     if action.op == "delete":
         return meta
+    if action.body is not None:
+        return meta + action.body + b"\n"
     return meta + orjson.dumps(action.source) + b"\n"
 
 

@@ -43,7 +43,7 @@ from cdc.errors import PositionError, SourceUnavailable
 from cdc.model.events import Begin, Column, Commit, Event, Heartbeat, Kind, RowChange, TableSchema
 from cdc.model.gtid import MariadbGtidList, MysqlGtidSet
 from cdc.model.position import Flavor, Position, ServerInfo
-from cdc.source import mysql, rowdecode, tablemaps
+from cdc.source import mysql, rowdecode, rownative, tablemaps
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class BinlogSource:
         if key not in self._decoders:
             if len(self._decoders) > 1_000:
                 self._decoders.clear()
-            self._decoders[key] = rowdecode.compile_table(table.columns)
+            self._decoders[key] = rownative.decoder_for(table.columns)
         decoder = self._decoders[key]
         if len(self._by_map) > 256:
             self._by_map.clear()

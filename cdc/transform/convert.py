@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -75,6 +76,8 @@ _UTC_KEYS = frozenset(
 )
 _EPOCH = dt.datetime(1970, 1, 1)
 _ZERO_YEAR = 1900
+_SHAPES: weakref.WeakKeyDictionary[Converter, ConverterShape] = weakref.WeakKeyDictionary()
+"""The shapes of converters made per column (see `shape_of`)."""
 _PARTIAL_JSON_HINT = (
     "set binlog_row_value_options='' on the server: partial JSON updates carry only a diff, "
     "not the full value a document needs"
@@ -149,6 +152,43 @@ def always_omits(convert: Converter) -> bool:
     return convert is _omit
 
 
+ConverterShape = Literal[
+    "keep",
+    "text",
+    "date",
+    "datetime_utc",
+    "timestamp",
+    "bit",
+    "json_text",
+    "decimal_text",
+    "decimal_number",
+    "other",
+]
+
+
+def shape_of(convert: Converter) -> ConverterShape:
+    """What a converter does, for compiled code that writes some of them itself
+    (`cdc.transform.docnative`): "keep" returns its value; "text" returns None and str as they
+    are (and raises on anything else); "date" writes a date as `isoformat()`; "datetime_utc" a
+    naive datetime as `isoformat() + "Z"`; "timestamp" the same, with the epoch as None;
+    "other" must be called."""
+    if convert is _identity:
+        return "keep"
+    if convert is _date:
+        return "date"
+    if convert is _timestamp:
+        return "timestamp"
+    if convert is _datetime_utc:
+        return "datetime_utc"
+    if convert is _bit:
+        return "bit"
+    if convert is _decimal_string:
+        return "decimal_text"
+    if convert is _decimal_number:
+        return "decimal_number"
+    return _SHAPES.get(convert, "other")
+
+
 def json_text_converter(column: Column) -> Converter:
     """Converter for a text or binary column listed in `json_columns`: parse its JSON text.
 
@@ -164,6 +204,7 @@ def json_text_converter(column: Column) -> Converter:
             return _parse_json_text(value, name)
         raise MappingError(f"column {name!r}: expected JSON text, got {type(value).__name__}")
 
+    _SHAPES[convert] = "json_text"
     return convert
 
 
@@ -201,11 +242,7 @@ def _date(value: Any) -> Any:
 
 def _datetime_converter(zone: ZoneInfo) -> Converter:
     if zone.key in _UTC_KEYS:
-
-        def utc(value: Any) -> Any:
-            return None if value is None else value.isoformat() + "Z"
-
-        return utc
+        return _datetime_utc
 
     def local(value: Any) -> Any:
         if value is None:
@@ -217,6 +254,10 @@ def _datetime_converter(zone: ZoneInfo) -> Converter:
         return aware.isoformat()
 
     return local
+
+
+def _datetime_utc(value: Any) -> Any:
+    return None if value is None else value.isoformat() + "Z"
 
 
 def _timestamp(value: Any) -> Any:
@@ -244,6 +285,7 @@ def _string_converter(name: str) -> Converter:
             "or list it under `exclude` in the mapping",
         )
 
+    _SHAPES[convert] = "text"
     return convert
 
 
@@ -287,6 +329,7 @@ def _json_converter(name: str) -> Converter:
                 hint=_PARTIAL_JSON_HINT,
             ) from None
 
+    _SHAPES[convert] = "json_text"
     return convert
 
 

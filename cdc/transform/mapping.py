@@ -30,10 +30,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from cdc.config import FieldOptions, TableMapping
 from cdc.config.mappings import index_template
 from cdc.errors import MappingError
 from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.transform import docnative
 from cdc.transform.checks import field_columns, problems
 from cdc.transform.computed import Hook, apply_hook, compile_computed, load_hook
 from cdc.transform.convert import (
@@ -55,13 +58,25 @@ class Action:
     index: str
     doc_id: str
     source: dict[str, Any] | None
-    """The document for "index", None for "delete"."""
+    """The document for "index", None for "delete" (and for an index whose document the
+    compiled path encoded: `body`)."""
     key: tuple[str, ...] = field(default=(), compare=False)
     """The rendered values of the id columns (`Mapper.id_columns`), to find the row again."""
     routing: str | None = None
     """The shard routing value (the mapping's `routing` column), if any."""
     pipeline: str | None = None
     """The ingest pipeline an index goes through (the mapping's `pipeline`), if any."""
+    body: bytes | None = None
+    """The document of an index as JSON, when compiled code encoded it instead of building
+    `source` (mappers made with `encoded=True`, the streaming path's)."""
+
+    def document(self) -> dict[str, Any] | None:
+        """The document of an index as values, read back from `body` when it came encoded;
+        None for a delete."""
+        if self.body is not None:
+            loaded: dict[str, Any] = orjson.loads(self.body)
+            return loaded
+        return self.source
 
 
 class Mapper:
@@ -73,7 +88,13 @@ class Mapper:
     an id column that cannot form an id (JSON), an option that does not fit its column.
     """
 
-    def __init__(self, mapping: TableMapping, table: TableSchema, time_zone: ZoneInfo) -> None:
+    def __init__(
+        self,
+        mapping: TableMapping,
+        table: TableSchema,
+        time_zone: ZoneInfo,
+        encoded: bool = False,
+    ) -> None:
         self.mapping = mapping
         self.table = table
         self.table_name = table.name
@@ -99,6 +120,10 @@ class Mapper:
         children, after the children are in the document)."""
         if self.hook is not None and not mapping.children:
             self._document = self._hooked(self._document, self.hook, mapping.transform or "")
+        self._encode: docnative.Encode | None = None
+        if encoded and self.hook is None and not mapping.computed and not mapping.children:
+            fields = _document_fields(mapping, table, time_zone)
+            self._encode = docnative.encoder_for(fields, dict(mapping.static), self._document)
 
     def map(self, change: RowChange) -> list[Action]:
         """The document operations for one row change of this mapper's table, in order.
@@ -140,8 +165,16 @@ class Mapper:
         else:
             index, routing = self._place(after)
             doc_id = self._join(new_key)
-            source = self._document(after)
-            actions.append(Action("index", index, doc_id, source, new_key, routing, self._pipeline))
+            if self._encode is not None:
+                body = self._encode(after)
+                actions.append(
+                    Action("index", index, doc_id, None, new_key, routing, self._pipeline, body)
+                )
+            else:
+                source = self._document(after)
+                actions.append(
+                    Action("index", index, doc_id, source, new_key, routing, self._pipeline)
+                )
         return actions
 
     def _filtered(self, change: RowChange, where: RowFilter) -> list[Action]:
@@ -293,15 +326,7 @@ def document_builder(
     names must exist (checked by `cdc.transform.checks`); raises KeyError on a row image that
     lacks one."""
     opts = _options(options, time_zone)
-    fields = [
-        (
-            column.name,
-            options.rename.get(column.name, column.name),
-            _converter(options, column, opts),
-        )
-        for column in field_columns(options, table)
-    ]
-    document = _compile_document(fields, dict(static or {}))
+    document = _compile_document(_document_fields(options, table, time_zone), dict(static or {}))
     computed = compile_computed(options, table, opts)
     if computed is None:
         return document
@@ -312,6 +337,21 @@ def document_builder(
         return built
 
     return with_computed
+
+
+def _document_fields(
+    options: FieldOptions, table: TableSchema, time_zone: ZoneInfo
+) -> list[tuple[str, str, Converter]]:
+    """(column, field name, converter) of each column `options` make a field of, in order."""
+    opts = _options(options, time_zone)
+    return [
+        (
+            column.name,
+            options.rename.get(column.name, column.name),
+            _converter(options, column, opts),
+        )
+        for column in field_columns(options, table)
+    ]
 
 
 def _compile_document(
@@ -410,13 +450,18 @@ class Mappers:
 
     def of(self, table: TableSchema) -> Mapper | None:
         """The mapper of a streamed table schema; None when no mapping covers the table, or
-        when its mapping has children (its documents are rebuilt, not mapped)."""
+        when its mapping has children (its documents are rebuilt, not mapped). Its index
+        actions carry their documents encoded (`Action.body`) where compiled code can do it."""
         entry = self._by_schema.get(id(table))
         if entry is not None and entry[0] is table:
             return entry[1]
         mapping = self._mapping_for(table.schema, table.table)
         # The documents of a mapping with children are rebuilt whole (`cdc.engine.rebuilds`).
-        mapper = None if mapping is None or mapping.children else Mapper(mapping, table, self._zone)
+        mapper = (
+            None
+            if mapping is None or mapping.children
+            else Mapper(mapping, table, self._zone, encoded=True)
+        )
         if len(self._by_schema) > self._LIMIT:
             self._by_schema.clear()
         self._by_schema[id(table)] = (table, mapper)

@@ -6,7 +6,10 @@ DATETIME/TIMESTAMP/TIME at several fractional precisions, YEAR, text in utf8mb4,
 cp1251, binary strings, ENUM, SET, BIT of 1, 12 and 64 bits, JSON and GEOMETRY), with NULLs and
 edge values; each example inserts, updates and deletes them in one transaction. Every rows
 event of that transaction is then decoded twice from the same bytes, by the library
-(`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and type.
+(`event.rows`) and by `cdc.source.rowdecode`, and the images must be identical in value and
+type; the compiled decoder (`cdc.source.rownative`), where it is built, must give the same
+images as well, and the documents of the images must be the same bulk bytes whether they are
+built in Python or encoded by `cdc.transform.docnative`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import datetime as dt
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -24,9 +28,14 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from rig import MariaDB
 
-from cdc.config import SourceConfig
-from cdc.source import rowdecode
+from cdc import native as compiled_path
+from cdc.config import SourceConfig, TableMapping
+from cdc.model.events import Column, Kind, RowChange, TableSchema
+from cdc.sink.bulk import encode
+from cdc.source import rowdecode, rownative
+from cdc.source.binlog import _kind
 from cdc.source.mysql import connect, current_position, server_info
+from cdc.transform.mapping import Mapper
 
 TABLE = "everything"
 COLUMNS: dict[str, str] = {
@@ -201,6 +210,32 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _assert_documents_alike(event: Any, images: list[dict[str, Any]]) -> None:
+    """The bulk lines of the images' documents are the same bytes whether the document is
+    built in Python or encoded in C (`cdc.transform.docnative`), in both decimal modes."""
+    columns = tuple(
+        Column(
+            c.name,
+            Kind.JSON if c.name == "t_json" else _kind(c),
+            bool(c.unsigned),
+            c.name == "id",
+        )
+        for c in event.columns
+    )
+    schema = TableSchema(schema="db", table=TABLE, columns=columns, primary_key=("id",))
+    zone = ZoneInfo("UTC")
+    for decimal in ("string", "number"):
+        mapping = TableMapping(table=f"db.{TABLE}", index="docs", decimal=decimal)
+        python = Mapper(mapping, schema, zone)
+        compiled = Mapper(mapping, schema, zone, encoded=True)
+        assert compiled_path.docnative is None or compiled._encode is not None
+        for image in images:
+            change = RowChange(schema, "insert", None, image)
+            assert [encode(a, 1) for a in compiled.map(change)] == [
+                encode(a, 1) for a in python.map(change)
+            ]
+
+
 @pytest.fixture(scope="module")
 def table(mariadb: MariaDB) -> str:
     db = "rowdecode_diff"
@@ -273,8 +308,21 @@ def test_decoder_equals_the_library_on_rows_the_server_wrote(
             start_at = len(data) - packet.bytes_to_read()
             body = bytes(data[start_at : start_at + event.event_size - packet.read_bytes])
             ours = decoder(body, 0, len(body))
+            native = rownative.compile_native(event.columns, decoder)
+            assert native is not None or compiled_path.rownative is None
+            if native is not None:
+                # The compiled decoder, where it is built, must read the server's bytes alike.
+                compiled = native(body, 0, len(body))
+                assert len(compiled) == len(ours)
+                for mine, python in zip(compiled, ours, strict=True):
+                    assert _same(mine, python), {
+                        k: (mine.get(k), python.get(k))
+                        for k in python
+                        if not _same(mine[k], python[k])
+                    }
             theirs = _library_images(event)
             assert len(ours) == len(theirs)
+            _assert_documents_alike(event, ours)
             for mine, library in zip(ours, theirs, strict=True):
                 assert _same(mine, library), {
                     k: (mine.get(k), library.get(k))

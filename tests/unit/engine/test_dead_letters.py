@@ -234,7 +234,7 @@ def test_replay_sends_the_current_row_or_a_delete_at_the_checkpoint_version(
     # The row as it is now, through the mapping as it is now (renamed field, new index)...
     assert sent["1"].action.op == "index"
     assert sent["1"].action.index == "items_v2"
-    assert sent["1"].action.source == {"id": 1, "title": "item 1", "price": "12"}
+    assert sent["1"].action.document() == {"id": 1, "title": "item 1", "price": "12"}
     # ...and a row that is gone is deleted.
     assert (sent["2"].action.op, sent["2"].action.index) == ("delete", "items_v2")
     assert {item.version for item in sink.sent} == {version(COUNTER, COPY_SLOT)}

@@ -4,8 +4,10 @@ checkpoint at the server's position."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fakes import (
@@ -20,7 +22,7 @@ from fakes import (
     update,
 )
 
-from cdc.engine.pipeline import Pipeline
+from cdc.engine.pipeline import STREAMING_GC_THRESHOLDS, Pipeline
 from cdc.model.checkpoint import Checkpoint
 from cdc.model.events import Event
 from cdc.model.position import Position, ServerInfo
@@ -129,3 +131,22 @@ def test_a_bug_in_the_stream_stops_the_run_instead_of_being_retried() -> None:
     assert binlog.streams == [position(0)]  # no reconnect
     assert pipeline.stats.reconnects == 0
     assert memory.heartbeat is not None and memory.heartbeat[0].last_error == "'table_id 90'"
+
+
+def test_streaming_collects_cycles_less_often_and_restores_the_thresholds() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+
+    class WatchingSink(FakeSink):
+        def write(self, items: Any, stop: Any = None, on_retry: Any = None) -> Any:
+            seen.append(gc.get_threshold())
+            return super().write(items, stop, on_retry)
+
+    sink = WatchingSink()
+    cfg = config(sink={"bulk": {"flush_interval_ms": 20}}, checkpoint={"interval_ms": 1})
+    memory = Memory()
+    memory.checkpoint = Checkpoint(position(0), counter=40, written_at=1.0)
+    source = FakeSource(PlayedBinlog(BINLOG))
+    Pipeline(cfg, sink, memory_stores(memory), source=source).run(until_caught_up=True)
+    assert seen and set(seen) == {STREAMING_GC_THRESHOLDS}
+    assert gc.get_threshold() == before
