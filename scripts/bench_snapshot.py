@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,20 +72,37 @@ def standin_process() -> Iterator[str]:
         proc.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--chunk-size", type=int, default=5000)
-    parser.add_argument("--chunks-in-flight", type=int, default=None)
-    parser.add_argument("--concurrency", type=int, default=None)
-    parser.add_argument("--profile", default=None, metavar="PATH")
-    args = parser.parse_args()
-    snapshot: dict[str, object] = {"mode": "initial", "chunk_size": args.chunk_size}
-    if args.chunks_in_flight is not None:
-        snapshot["chunks_in_flight"] = args.chunks_in_flight
+@dataclass
+class SnapshotResult:
+    rows: int
+    select_rate: float
+    """(a): rows/s of the bare chunked SELECT."""
+    select_cpu_per_1k: float
+    snapshot_rate: float
+    """(b): rows/s of the snapshot end to end."""
+    snapshot_cpu_per_1k: float
+    peak_rss_mb: float
+    """Of this process, which ran (a) and (b)."""
+
+    @property
+    def ratio(self) -> float:
+        return self.snapshot_rate / self.select_rate
+
+
+def measure(
+    rows: int,
+    chunk_size: int = 5000,
+    chunks_in_flight: int | None = None,
+    concurrency: int | None = None,
+    profile: str | None = None,
+) -> SnapshotResult:
+    """(a) and (b) of the module docstring on a fresh table of `rows` rows."""
+    snapshot: dict[str, object] = {"mode": "initial", "chunk_size": chunk_size}
+    if chunks_in_flight is not None:
+        snapshot["chunks_in_flight"] = chunks_in_flight
     bulk: dict[str, object] = {"max_actions": 5000}
-    if args.concurrency is not None:
-        bulk["concurrency"] = args.concurrency
+    if concurrency is not None:
+        bulk["concurrency"] = concurrency
 
     with MariaDB() as db, standin_process() as url, tempfile.TemporaryDirectory() as tmp:
         db.start()
@@ -95,10 +113,10 @@ def main() -> None:
             "INSERT INTO wide SELECT seq, CONCAT('product ', seq), seq / 100, NOW(6),"
             " ELT(1 + seq % 3, 'new', 'paid', 'sent'), seq % 256, seq % 50,"
             " REPEAT('x', 40), CONCAT('{\"k\": ', seq, '}'), seq / 7, LPAD(seq, 8, '0')"
-            f" FROM seq_1_to_{args.rows}",
+            f" FROM seq_1_to_{rows}",
             db="bench",
         )
-        print(f"generated {args.rows:,} rows in {time.monotonic() - started:.1f} s")
+        print(f"generated {rows:,} rows in {time.monotonic() - started:.1f} s")
         cfg = ConnectorConfig.model_validate(
             {
                 "name": "bench",
@@ -122,11 +140,11 @@ def main() -> None:
         cpu0, t0 = time.process_time(), time.monotonic()
         after, read = None, 0
         while True:
-            rows = reader.fetch_chunk("bench", "wide", ("id",), after, args.chunk_size)
-            read += len(rows)
-            if len(rows) < args.chunk_size:
+            chunk = reader.fetch_chunk("bench", "wide", ("id",), after, chunk_size)
+            read += len(chunk)
+            if len(chunk) < chunk_size:
                 break
-            after = (rows[-1]["id"],)
+            after = (chunk[-1]["id"],)
         baseline_s, baseline_cpu = time.monotonic() - t0, time.process_time() - cpu0
         reader.close()
 
@@ -135,16 +153,16 @@ def main() -> None:
         stop = threading.Event()
         profiles: list[cProfile.Profile] = []
         original_run = threading.Thread.run
-        if args.profile:
+        if profile:
 
             def profiled_run(thread: threading.Thread) -> None:
-                profile = cProfile.Profile()
-                profiles.append(profile)
-                profile.enable()
+                one = cProfile.Profile()
+                profiles.append(one)
+                one.enable()
                 try:
                     original_run(thread)
                 finally:
-                    profile.disable()
+                    one.disable()
 
             threading.Thread.run = profiled_run  # type: ignore[method-assign, assignment]
             profiles.append(cProfile.Profile())
@@ -152,23 +170,48 @@ def main() -> None:
         cpu0, t0 = time.process_time(), time.monotonic()
         stats = Pipeline(cfg, sink, stores, stop=stop).run(until_caught_up=True)
         snapshot_s, snapshot_cpu = time.monotonic() - t0, time.process_time() - cpu0
-        if args.profile:
+        if profile:
             threading.Thread.run = original_run  # type: ignore[method-assign]
             profiles[0].disable()
             merged = pstats.Stats(profiles[0])
-            for profile in profiles[1:]:
+            for one in profiles[1:]:
                 with contextlib.suppress(TypeError):
-                    merged.add(profile)
-            merged.dump_stats(args.profile)
+                    merged.add(one)
+            merged.dump_stats(profile)
         sink.close()
-        assert stats.snapshot_rows == args.rows, stats
+        assert stats.snapshot_rows == rows, stats
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    a, b = read / baseline_s, args.rows / snapshot_s
+    return SnapshotResult(
+        rows=rows,
+        select_rate=read / baseline_s,
+        select_cpu_per_1k=1000 * baseline_cpu / read,
+        snapshot_rate=rows / snapshot_s,
+        snapshot_cpu_per_1k=1000 * snapshot_cpu / rows,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+
+
+def print_result(r: SnapshotResult, chunk_size: int) -> None:
     print(f"{'':34} {'rows/s':>10} {'CPU s/1k rows':>14}")
-    print(f"{'(a) chunked SELECT only':34} {a:>10,.0f} {1000 * baseline_cpu / read:>14.3f}")
-    print(f"{'(b) snapshot end to end':34} {b:>10,.0f} {1000 * snapshot_cpu / args.rows:>14.3f}")
-    print(f"ratio b/a: {b / a:.2f}   peak RSS: {peak:.0f} MB   chunk size: {args.chunk_size}")
+    print(f"{'(a) chunked SELECT only':34} {r.select_rate:>10,.0f} {r.select_cpu_per_1k:>14.3f}")
+    print(
+        f"{'(b) snapshot end to end':34} {r.snapshot_rate:>10,.0f} {r.snapshot_cpu_per_1k:>14.3f}"
+    )
+    print(f"ratio b/a: {r.ratio:.2f}   peak RSS: {r.peak_rss_mb:.0f} MB   chunk size: {chunk_size}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--chunks-in-flight", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--profile", default=None, metavar="PATH")
+    args = parser.parse_args()
+    result = measure(
+        args.rows, args.chunk_size, args.chunks_in_flight, args.concurrency, args.profile
+    )
+    print_result(result, args.chunk_size)
 
 
 if __name__ == "__main__":
