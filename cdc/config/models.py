@@ -155,13 +155,14 @@ class BulkConfig(ConfigModel):
     """Send when the request body would exceed this many bytes."""
     flush_interval_ms: int = Field(200, ge=1)
     """Send pending operations at least this often."""
-    concurrency: int = Field(8, ge=1, le=64)
+    concurrency: int = Field(16, ge=1, le=64)
     """Bulk requests in flight at once; 1 sends the next only after the previous was answered.
-    Several hide the round trip to a distant cluster (8 keep a 100 ms one from costing
-    throughput); the order in which they are applied does not matter (every operation carries
-    an external version), and the checkpoint still moves only to a commit whose every change,
-    and every earlier one, is acknowledged. At most this many requests of up to `max_bytes`
-    are held in memory."""
+    Several hide the round trip to a distant cluster (16 keep a 100 ms one from costing
+    throughput at 60,000 rows/s; writer threads start only while every one is busy). The
+    order in which they are applied does not matter (every operation carries an external
+    version), and the checkpoint still moves only to a commit whose every change, and every
+    earlier one, is acknowledged. At most this many requests of up to `max_bytes` are held in
+    memory."""
 
 
 def _http_url(url: str) -> str:
