@@ -6,7 +6,7 @@
 # storage as localhost/cdc-base:bookworm), then runs the image with `buildah run --isolation
 # chroot`, which shares the host's network, against throwaway MariaDB, Redis and osmem-server
 # processes on random ports of 127.0.0.1. Checks: the image's configuration and user, that it
-# has no compiler, `cdc --help`, the entrypoint's *_FILE secrets, and `cdc run
+# has no compiler but has the compiled row path, `cdc --help`, the entrypoint's *_FILE secrets, and `cdc run
 # --until-caught-up` with the shipped docker/connector.yaml carrying inserts, updates, soft and
 # hard deletes and docker/loadgen.py's changes into osmem, resuming from its Redis checkpoint
 # each time.
@@ -175,7 +175,7 @@ build_image() {
     # edit the tree during the build, and the image is compared with exactly what it was given.
     local context=$work/context
     mkdir -p "$context"
-    cp -a pyproject.toml README.md .dockerignore cdc docker "$context"/
+    cp -a pyproject.toml setup.py README.md .dockerignore cdc docker "$context"/
     # Docker's image format: the OCI format has no HEALTHCHECK and buildah would drop it.
     (cd "$context" && buildah bud --layers --isolation chroot --format docker \
         --build-arg BASE="$base_image" \
@@ -187,12 +187,20 @@ build_image() {
     local installed
     installed=$(buildah run --isolation chroot "$probe" -- \
         sh -c 'cd /opt/cdc/lib/python3*/site-packages/cdc && find . -name "*.py" | sort | xargs md5sum') || true
+    # The compiled row path is in the image and current (not the Python fallback).
+    local native
+    native=$(buildah run --isolation chroot "$probe" -- /opt/cdc/bin/python -c \
+        'import cdc.native as n; print("compiled" if n.rownative and n.docnative else "missing")') || true
     buildah rm "$probe" >/dev/null
+    if [[ $native != compiled ]]; then
+        echo "the image lacks the compiled row path (cdc.native says: ${native:-nothing})"
+        return 1
+    fi
     diff <(echo "$installed") <(cd "$context/cdc" && find . -name "*.py" | sort | xargs md5sum) || {
         echo "the image's cdc package differs from the cdc/ it was built from (diff above)"
         return 1
     }
-    note "$(buildah images --format '{{.Size}}' "$image" | head -n 1), code as given"
+    note "$(buildah images --format '{{.Size}}' "$image" | head -n 1), code as given, compiled row path"
 }
 
 start_servers() {
