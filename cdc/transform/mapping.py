@@ -50,9 +50,13 @@ from cdc.transform.convert import (
 from cdc.transform.filters import RowFilter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Action:
-    """One document operation: index `source` under `doc_id`, or delete `doc_id`."""
+    """One document operation: index `source` under `doc_id`, or delete `doc_id`.
+
+    Never changed once built (`dataclasses.replace` makes a changed copy); not frozen because
+    one is built for every row change, and a frozen dataclass costs four times as much to build.
+    """
 
     op: Literal["index", "delete"]
     index: str
