@@ -35,16 +35,16 @@ from cdc.engine.snapshots import Snapshots
 from cdc.errors import Interrupted
 from cdc.metrics import Metrics
 from cdc.model.checkpoint import Checkpoint
-from cdc.model.events import Begin, Commit, Event, Heartbeat, RowChange
+from cdc.model.events import Begin, Commit, Event, Heartbeat, RowChange, TableSchema
 from cdc.model.lag import reached
 from cdc.model.letters import DeadLetter, clip_error
 from cdc.model.position import Position
-from cdc.model.versions import version
+from cdc.model.versions import ROW_BITS, version
 from cdc.retry import Outage, retry
-from cdc.sink.bulk import BulkItem, ItemResult, rejection_error
+from cdc.sink.bulk import BulkItem, ItemResult, encode, rejection_error
 from cdc.source.handoff import Failed
 from cdc.state.stores import DeadLetterQueue
-from cdc.transform.mapping import Mappers
+from cdc.transform.mapping import Mapper, Mappers
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,9 @@ class Loop:
         self._counts: dict[tuple[str, str], int] = {}
         """Row changes by (table, op) since the last commit, published at commits."""
         self._change_counters: dict[tuple[str, str], Any] = {}
+        self._last_table: TableSchema | None = None
+        self._last_mapper: Mapper | None = None
+        """The mapper of the last row change's table schema (`Mappers.of`, found again)."""
         self.event_time = 0
         """Commit time of the last transaction read (seconds since the epoch)."""
         self.caught_up = False
@@ -253,10 +256,15 @@ class Loop:
         return self._pending() and self._clock() - self.batch.started >= self._flush_interval
 
     def _change(self, change: RowChange) -> None:
-        # Runs for every row change: the batch and the versions are used inline.
-        mapper = self._mappers.of(change.table)
+        # Runs for every row change: the batch, the versions and the bulk encoding are inline.
+        table = change.table
+        if table is self._last_table:
+            mapper = self._last_mapper
+        else:
+            mapper = self._mappers.of(table)
+            self._last_table, self._last_mapper = table, mapper
         if self._trees is not None:
-            trees = self._trees.trees_of(change.table)
+            trees = self._trees.trees_of(table)
             if trees:
                 self._tree_change(trees, change, counted=mapper is not None)
         if mapper is None:
@@ -264,25 +272,30 @@ class Loop:
         name = mapper.table_name
         self.stats.changes += 1
         key = (name, change.op)
-        self._counts[key] = self._counts.get(key, 0) + 1
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
         actions = mapper.map(change)
         versions = self.versions
         counter, first, gtid = versions.open, versions.reserve(len(actions), name), versions.gtid
+        base = counter << ROW_BITS  # version(counter, slot) is base | slot
+        id_columns = mapper.id_columns
         batch = self.batch
         items = batch.items
         if not items:
             batch.started = self._clock()
         rebuilds = self._rebuilds
+        nbytes = 0
         for slot, action in enumerate(actions, first):
-            item = BulkItem(action, version(counter, slot), name, gtid, mapper.id_columns)
-            items.append(item)
-            batch.nbytes += len(item.body)
+            body = encode(action, base | slot)
+            items.append(BulkItem(action, base | slot, name, gtid, id_columns, body))
+            nbytes += len(body)
             target = rebuilds.get(action.index) if rebuilds else None
             if target is not None:
                 twin = replace(action, index=target)
-                item = BulkItem(twin, item.version, name, gtid, mapper.id_columns)
+                item = BulkItem(twin, base | slot, name, gtid, id_columns)
                 items.append(item)
-                batch.nbytes += len(item.body)
+                nbytes += len(item.body)
+        batch.nbytes += nbytes
         self.stats.actions += len(actions)
 
     def _tree_change(self, trees: list[Any], change: RowChange, counted: bool) -> None:

@@ -4,6 +4,10 @@ These types are the seam between the source (which knows the binlog library) and
 mapping code (which knows only these). Values in `before`/`after` are the binlog library's
 decoded Python values; `columns` says what MySQL type each one came from, so that the mapping
 can normalise MySQL and MariaDB shapes to one document form.
+
+None of them is changed once built. The ones built for every row change or transaction
+(`RowChange`, `Begin`, `Commit`, `Heartbeat`) are plain slotted dataclasses rather than frozen
+ones, which cost four times as much to build; they hash and compare as frozen ones would.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class ForeignKey:
 Op = Literal["insert", "update", "delete"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RowChange:
     """One row inserted, updated or deleted. `before` is None for inserts, `after` for deletes."""
 
@@ -94,14 +98,14 @@ class RowChange:
     """Approximate bytes of the row in the binlog (for memory bounds)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Begin:
     """A transaction starts. `gtid` is its GTID in the server's own notation, if any."""
 
     gtid: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Commit:
     """A transaction ended; `position` is where streaming resumes to re-read what follows it.
 
@@ -114,7 +118,7 @@ class Commit:
     """Row changes of mapped tables the transaction held."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Heartbeat:
     """The server sent everything before `file`/`offset` (it is idle, or skipped events)."""
 

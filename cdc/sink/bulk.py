@@ -22,20 +22,34 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses that say "try again later", of a whole request or of one item."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class BulkItem:
-    """One encoded document operation plus what the dead-letter path needs to know about it."""
+    """One encoded document operation plus what the dead-letter path needs to know about it.
+
+    `body` is the operation's NDJSON lines (`encode`), encoded here unless given."""
 
     action: Action
     version: int
     table: str
-    gtid: str | None = None
-    id_columns: tuple[str, ...] = ()
-    body: bytes = b""
+    gtid: str | None
+    id_columns: tuple[str, ...]
+    body: bytes
 
-    def __post_init__(self) -> None:
-        if not self.body:
-            self.body = encode(self.action, self.version)
+    def __init__(
+        self,
+        action: Action,
+        version: int,
+        table: str,
+        gtid: str | None = None,
+        id_columns: tuple[str, ...] = (),
+        body: bytes = b"",
+    ) -> None:
+        self.action = action
+        self.version = version
+        self.table = table
+        self.gtid = gtid
+        self.id_columns = id_columns
+        self.body = body or encode(action, version)
 
 
 _META_PREFIXES: dict[tuple[str, str], bytes] = {}
@@ -46,30 +60,36 @@ def encode(action: Action, version: int) -> bytes:
     `{"<op>":{"_index":...,"_id":...,"version":N,"version_type":"external"}}` and the document
     (with `routing` and `pipeline` in the first line when the action has them).
 
-    Assembled from bytes around a cached per-(op, index) prefix: this runs for every change.
+    Assembled from bytes around a cached per-(op, index) prefix, in one formatting: this runs
+    for every change.
     """
-    prefix = _META_PREFIXES.get((action.op, action.index))
+    op = action.op
+    prefix = _META_PREFIXES.get((op, action.index))
     if prefix is None:
         if len(_META_PREFIXES) > 10_000:
             _META_PREFIXES.clear()
-        prefix = b'{"%s":{"_index":%s,"_id":' % (action.op.encode(), orjson.dumps(action.index))
-        _META_PREFIXES[(action.op, action.index)] = prefix
+        prefix = b'{"%s":{"_index":%s,"_id":' % (op.encode(), orjson.dumps(action.index))
+        _META_PREFIXES[(op, action.index)] = prefix
     extra = b""
     if action.routing is not None:
-        extra += b',"routing":' + orjson.dumps(action.routing)
+        extra = b',"routing":' + orjson.dumps(action.routing)
     if action.pipeline is not None:
         extra += b',"pipeline":' + orjson.dumps(action.pipeline)
-    meta = b'%s%s%s,"version":%d,"version_type":"external"}}\n' % (
+    if op == "delete":
+        return b'%s%s%s,"version":%d,"version_type":"external"}}\n' % (
+            prefix,
+            orjson.dumps(action.doc_id),
+            extra,
+            version,
+        )
+    body = action.body
+    return b'%s%s%s,"version":%d,"version_type":"external"}}\n%s\n' % (
         prefix,
         orjson.dumps(action.doc_id),
         extra,
         version,
+        body if body is not None else orjson.dumps(action.source),
     )
-    if action.op == "delete":
-        return meta
-    if action.body is not None:
-        return meta + action.body + b"\n"
-    return meta + orjson.dumps(action.source) + b"\n"
 
 
 Outcome = Literal["ok", "stale", "retry", "rejected"]

@@ -31,6 +31,7 @@ from elastic_transport import (
     ConnectionError as TransportConnectionError,
 )
 from elastic_transport import (
+    NdjsonSerializer,
     NodeConfig,
     OrjsonSerializer,
     Transport,
@@ -53,6 +54,11 @@ from cdc.retry import PROBE_SECONDS, Backoff
 from cdc.sink.bulk import OK, RETRY_STATUSES, BulkItem, ItemResult, classify, describe_error
 
 log = logging.getLogger(__name__)
+
+BULK_PATH = "/_bulk?filter_path=errors,items.*.status,items.*.error,error,status"
+"""`_bulk` with its response cut to what `classify` reads: each item's status and error (and a
+failed request's own error). The full response repeats the index, id, version, shards and
+sequence numbers of every item, eight times the bytes to read and parse."""
 
 
 def _node(url: str, cfg: SinkConfig) -> NodeConfig:
@@ -90,6 +96,17 @@ def _node(url: str, cfg: SinkConfig) -> NodeConfig:
     )
 
 
+class _NdjsonBytes(NdjsonSerializer):
+    """Bulk bodies are built as NDJSON bytes whose every line ends in a newline: they are sent
+    as they are. The transport's own serializer copies each body twice (into a bytearray, then
+    into bytes), 0.3 ms of a 1,000-item request's 1.2 ms of CPU."""
+
+    def dumps(self, data: Any) -> bytes:
+        if isinstance(data, bytes) and data.endswith(b"\n"):
+            return data
+        return super().dumps(data)
+
+
 def _unverified_context(cfg: SinkConfig) -> ssl.SSLContext:
     try:
         return tls.context(
@@ -118,7 +135,10 @@ class ElasticSink:
             max_dead_node_backoff=0.5,
             meta_header=False,
             # orjson parses a 1,000-item bulk response about ten times faster than json.
-            serializers={"application/json": OrjsonSerializer()},
+            serializers={
+                "application/json": OrjsonSerializer(),
+                "application/x-ndjson": _NdjsonBytes(),
+            },
         )
         self.requests = 0
         """`_bulk` requests sent."""
@@ -404,7 +424,7 @@ class ElasticSink:
         body = b"".join(item.body for item in items)
         started = time.monotonic()
         try:
-            status, resp = self.request("POST", "/_bulk", body, ndjson=True)
+            status, resp = self.request("POST", BULK_PATH, body, ndjson=True)
         finally:
             if self.on_request is not None:
                 self.on_request(time.monotonic() - started)

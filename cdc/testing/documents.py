@@ -187,12 +187,74 @@ def parse_bulk(body: bytes, default_index: str | None) -> list[ParsedOp]:
     return ops
 
 
-def bulk_reply(items: list[dict[str, Any]], started: float) -> Reply:
+def bulk_reply(
+    items: list[dict[str, Any]], started: float, paths: list[tuple[str, ...]] | None = None
+) -> Reply:
     """The 200 answer to a `_bulk` request whose handling began at `time.monotonic()`
-    `started`."""
+    `started`, cut to `paths` (`filter_path`) when given."""
     errors = any("error" in next(iter(item.values())) for item in items)
     took = int((time.monotonic() - started) * 1000)
-    return Reply(200, orjson.dumps({"errors": errors, "took": took, "items": items}))
+    if paths is None:
+        return Reply(200, orjson.dumps({"errors": errors, "took": took, "items": items}))
+    fields = _item_fields(paths)
+    if fields is None:
+        body = filtered({"errors": errors, "took": took, "items": items}, paths)
+    else:
+        # The usual filter keeps some fields of every item: cut each item directly.
+        body = filtered({"errors": errors, "took": took}, [p for p in paths if p[0] != "items"])
+        kept = [
+            {op: {k: v for k, v in result.items() if k in fields}}
+            for item in items
+            for op, result in item.items()
+        ]
+        if kept:
+            body["items"] = kept
+    return Reply(200, orjson.dumps(body))
+
+
+def filter_paths(spec: str | None) -> list[tuple[str, ...]] | None:
+    """The paths of a `filter_path` query parameter (comma-separated; each dot-separated
+    names, `*` for any one name); None when there is none."""
+    if not spec:
+        return None
+    return [tuple(path.split(".")) for path in spec.split(",") if path]
+
+
+def filtered(value: Any, paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """A response body cut to what `paths` name, as Elasticsearch's `filter_path` does: a path
+    that ends at a field keeps all of it, lists are walked through, and fields that keep
+    nothing are left out (`{}` when nothing is left)."""
+    kept = _kept(value, paths)
+    return kept if isinstance(kept, dict) else {}
+
+
+_NOTHING = object()
+
+
+def _kept(value: Any, paths: list[tuple[str, ...]]) -> Any:
+    if any(not path for path in paths):
+        return value
+    if isinstance(value, list):
+        items = [k for k in (_kept(v, paths) for v in value) if k is not _NOTHING]
+        return items if items else _NOTHING
+    if isinstance(value, dict):
+        out = {}
+        for key, field in value.items():
+            rest = [path[1:] for path in paths if path[0] in ("*", key)]
+            if rest:
+                k = _kept(field, rest)
+                if k is not _NOTHING:
+                    out[key] = k
+        return out if out else _NOTHING
+    return _NOTHING
+
+
+def _item_fields(paths: list[tuple[str, ...]]) -> frozenset[str] | None:
+    """The field names X when every path into `items` is `items.*.X`; None otherwise."""
+    into = [path for path in paths if path[0] in ("items", "*")]
+    if not into or any(len(p) != 3 or p[:2] != ("items", "*") or p[2] == "*" for p in into):
+        return None
+    return frozenset(p[2] for p in into)
 
 
 def missing_index(name: str) -> Reply:

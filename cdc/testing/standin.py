@@ -14,7 +14,7 @@ the part of the Elasticsearch API the connector uses, shaped like Elasticsearch 
     POST /{index}/_mget          documents by id (`{"ids": [...]}`)
     POST /{index}/_search?scroll=...  the ids of every live document, page by page (`size`);
     POST|DELETE /_search/scroll  the next page, or the end of a scroll
-    POST /_bulk, /{index}/_bulk  NDJSON `index` and `delete` actions
+    POST /_bulk, /{index}/_bulk  NDJSON `index` and `delete` actions (`filter_path` honoured)
 
 Other paths answer 400 "no handler found", like Elasticsearch. Request bodies may be
 gzip-encoded or chunked. With an `ssl_context` it serves HTTPS, each connection's handshake in
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
@@ -55,6 +55,8 @@ from cdc.testing.documents import (
     bulk_reply,
     doc_reply,
     error_body,
+    filter_paths,
+    filtered,
     missing_index,
     parse_bulk,
 )
@@ -414,7 +416,11 @@ class EsStandIn:
         if not parts and method in ("GET", "HEAD"):
             return Reply(200, self._info())
         if parts[-1:] == ["_bulk"] and len(parts) <= 2 and method in ("POST", "PUT"):
-            return self._bulk(body, parts[0] if len(parts) == 2 else None)
+            paths = filter_paths(parse_qs(urlsplit(target).query).get("filter_path", [""])[0])
+            reply = self._bulk(body, parts[0] if len(parts) == 2 else None, paths)
+            if paths is None or reply.status == 200:
+                return reply
+            return Reply(reply.status, orjson.dumps(filtered(orjson.loads(reply.body), paths)))
         if parts and not parts[0].startswith("_"):
             name = parts[0]
             if len(parts) == 1:
@@ -474,7 +480,9 @@ class EsStandIn:
             entry = idx.docs.get(doc_id)
         return doc_reply(name, doc_id, entry)
 
-    def _bulk(self, body: bytes, default_index: str | None) -> Reply:
+    def _bulk(
+        self, body: bytes, default_index: str | None, paths: list[tuple[str, ...]] | None = None
+    ) -> Reply:
         started = time.monotonic()
         with self._lock:
             self.bulk_requests += 1
@@ -496,4 +504,4 @@ class EsStandIn:
                 items = self._docs.apply(ops)
             except BadRequest as exc:
                 return Reply(400, error_body(400, exc.kind, exc.reason))
-        return bulk_reply(items, started)
+        return bulk_reply(items, started, paths)

@@ -50,9 +50,13 @@ from cdc.transform.convert import (
 from cdc.transform.filters import RowFilter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Action:
-    """One document operation: index `source` under `doc_id`, or delete `doc_id`."""
+    """One document operation: index `source` under `doc_id`, or delete `doc_id`.
+
+    Never changed once built (`dataclasses.replace` makes a changed copy); not frozen because
+    one is built for every row change, and a frozen dataclass costs four times as much to build.
+    """
 
     op: Literal["index", "delete"]
     index: str
@@ -105,6 +109,8 @@ class Mapper:
         opts = _options(mapping, time_zone)
         self._document = document_builder(mapping, table, time_zone, mapping.static)
         self._id_parts = self._compile_id(time_zone)
+        self._single_id = self._id_parts[0] if len(self._id_parts) == 1 else None
+        """The one id column and its renderer, when the id has a single part."""
         self.id_columns: tuple[str, ...] = tuple(name for name, _ in self._id_parts)
         """The columns whose rendered values form the document id (and `Action.key`)."""
         self._separator = mapping.id_separator
@@ -145,13 +151,14 @@ class Mapper:
             ) from None
 
     def _map(self, change: RowChange) -> list[Action]:
-        if change.op == "delete":
+        op = change.op
+        if op == "delete":
             before = _image(change.before, "before")
             return [self._delete(self._key(before), before)]
         after = _image(change.after, "after")
         new_key = self._key(after)
         actions = []
-        if change.op == "update":
+        if op == "update":
             before = _image(change.before, "before")
             old_key = self._key(before)
             # A new id, another shard (routing) or another index (period): the old document
@@ -163,8 +170,9 @@ class Mapper:
         if self._soft_delete is not None and self._soft_delete(after):
             actions.append(self._delete(new_key, after))
         else:
-            index, routing = self._place(after)
-            doc_id = self._join(new_key)
+            placement = self._placement
+            index, routing = (self.index, None) if placement is None else placement(after)
+            doc_id = new_key[0] if len(new_key) == 1 else self._separator.join(new_key)
             if self._encode is not None:
                 body = self._encode(after)
                 actions.append(
@@ -217,6 +225,11 @@ class Mapper:
         return self._delete(key, None)
 
     def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
+        if self._single_id is not None:
+            column, render = self._single_id
+            part = render(row[column])
+            if part is not None:
+                return (part,)
         parts = []
         for column, render in self._id_parts:
             part = render(row[column])
@@ -412,12 +425,18 @@ def _id_renderer(column: Column, time_zone: ZoneInfo) -> Callable[[Any], str | N
         return render_set
     if kind is Kind.STRING or kind is Kind.ENUM:
         return convert
+    if passes_through(convert):
+        return _text_or_none
 
     def render(value: Any) -> str | None:
         text = convert(value)
         return None if text is None else str(text)
 
     return render
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _hex(value: Any) -> str | None:

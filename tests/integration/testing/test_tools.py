@@ -17,6 +17,8 @@ import orjson
 import pytest
 from elastic_transport import ConnectionTimeout, NodeConfig, Transport
 
+from cdc.sink.bulk import classify
+from cdc.sink.elastic import BULK_PATH
 from cdc.testing import BulkOp, EsStandIn, FaultProxy
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -411,6 +413,26 @@ def test_standin_malformed_bulk_applies_nothing(es: Es, standin: EsStandIn) -> N
     assert status == 400
     assert resp["error"]["type"] == "illegal_argument_exception"
     assert standin.docs("t") == {}
+
+
+def test_standin_cuts_bulk_responses_to_the_connectors_filter_path(
+    es: Es, standin: EsStandIn
+) -> None:
+    """The connector asks for each item's status and error only (`BULK_PATH`); the stand-in
+    answers as Elasticsearch does, so results stay classifiable and rejections explained."""
+    standin.reject_when("price", "not a number")
+    body = ndjson(("index", "1", 1, {"price": 1}), ("index", "2", 1, {"price": "not a number"}))
+    status, resp = es.call("POST", BULK_PATH, body)
+    assert status == 200
+    assert resp["errors"] is True
+    assert resp["items"][0] == {"index": {"status": 201}}
+    assert set(resp["items"][1]["index"]) == {"status", "error"}
+    assert [classify(item).outcome for item in resp["items"]] == ["ok", "rejected"]
+
+    malformed = b'{"update":{"_index":"t","_id":"1"}}\n{}\n'
+    status, resp = es.call("POST", BULK_PATH, malformed)
+    assert status == 400
+    assert resp["error"]["type"] == "illegal_argument_exception"
 
 
 def test_standin_down_refuses_connections_and_up_restores_them(standin: EsStandIn) -> None:
