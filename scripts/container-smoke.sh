@@ -6,10 +6,10 @@
 # storage as localhost/cdc-base:bookworm), then runs the image with `buildah run --isolation
 # chroot`, which shares the host's network, against throwaway MariaDB, Redis and osmem-server
 # processes on random ports of 127.0.0.1. Checks: the image's configuration and user, that it
-# has no compiler but has the compiled row path, `cdc --help`, the entrypoint's *_FILE secrets, and `cdc run
-# --until-caught-up` with the shipped docker/connector.yaml carrying inserts, updates, soft and
-# hard deletes and docker/loadgen.py's changes into osmem, resuming from its Redis checkpoint
-# each time.
+# has no compiler but has the compiled row path, `cdc --help`, the entrypoint's *_FILE
+# secrets, and `cdc run --until-caught-up` with the shipped docker/connector.yaml carrying
+# inserts, updates, soft and hard deletes and docker/loadgen.py's changes into osmem, resuming
+# from its Redis checkpoint each time.
 #
 # Prints PASS/FAIL and the time of every step; exits non-zero on the first failure, after
 # showing the tail of that step's log. Servers and the working container are removed on exit;
