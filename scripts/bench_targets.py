@@ -13,7 +13,7 @@ figure is measured):
   4. commit-to-acknowledge lag at 5,000 rows/s in 10-row transactions for 30 s: p99;
   5. a snapshot of 300,000 wide rows against a bare chunked SELECT of them;
   6. the peak RSS of every connector run above.
-Then one table: each figure, its target, and whether this run met it. Takes about 8 minutes on
+Then one table: each figure, its target, and whether this run met it. Takes about 2 minutes on
 2 cores. Each ratio compares runs made minutes apart on the same machine; the absolute rates
 vary far more between runs than the ratios do.
 """
