@@ -155,6 +155,38 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "co
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def writer_table_ddl(table: str = "items") -> str:
+    """CREATE TABLE for a table of the shape `RandomWriter` writes."""
+    return (
+        f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL,"
+        " qty INT NOT NULL, price DECIMAL(10,2) NOT NULL)"
+    )
+
+
+def writer_rows(mariadb: Any, db: str, table: str = "items") -> dict[str, dict[str, object]]:
+    """The rows of a `RandomWriter` table, by id, as a plain mapping's documents hold them:
+    read with SQL of their own, independent of the connector's mapping."""
+    rows = mariadb.query(f"SELECT id, name, qty, price FROM {table}", db=db)
+    return {str(r[0]): {"id": r[0], "name": r[1], "qty": r[2], "price": str(r[3])} for r in rows}
+
+
+def wait_until_equal(
+    docs: Callable[[], dict[str, Any]],
+    rows: Callable[[], dict[str, Any]],
+    timeout: float,
+    context: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait until the index's documents equal the rows; otherwise fail with how many differ,
+    three of them, and `context()` (logs, a status) to tell why."""
+    try:
+        wait_for(lambda: docs() == rows(), timeout, "the index to equal MySQL")
+    except AssertionError:
+        found, wanted = docs(), rows()
+        wrong = [k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k)]
+        sample = [(k, found.get(k), wanted.get(k)) for k in wrong[:3]]
+        raise AssertionError(f"{len(wrong)} differ, e.g. {sample}\n{context()}") from None
+
+
 class RandomWriter(threading.Thread):
     """Random inserts, updates (some changing the primary key) and deletes until stopped, in
     transactions of 1-5 statements, on tables shaped `(id INT PRIMARY KEY, name, qty, price)`."""

@@ -10,24 +10,23 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from harness import CdcProcess, RandomWriter, run_until_caught_up, wait_for, write_config
+from harness import (
+    CdcProcess,
+    RandomWriter,
+    run_until_caught_up,
+    wait_for,
+    write_config,
+    writer_rows,
+    writer_table_ddl,
+)
 from rig import MariaDB
 
 from cdc.testing import EsStandIn, FaultProxy
 
 TABLES = ("items_a", "items_b", "items_c")
-DDL = (
-    "CREATE TABLE {} (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT NOT NULL,"
-    " price DECIMAL(10,2) NOT NULL)"
-)
 STATEMENTS = 20_000
 KILLS = 10
 CUTS_PER_LINK = 5
-
-
-def _rows(mariadb: MariaDB, db: str, table: str) -> dict[str, dict[str, object]]:
-    rows = mariadb.query(f"SELECT id, name, qty, price FROM {table}", db=db)
-    return {str(r[0]): {"id": r[0], "name": r[1], "qty": r[2], "price": str(r[3])} for r in rows}
 
 
 @pytest.mark.slow
@@ -35,7 +34,7 @@ def test_kills_and_cut_links_during_random_writes_lose_nothing(
     mariadb: MariaDB, fresh_db: str, redis_url: str, tmp_path: Path
 ) -> None:
     for table in TABLES:
-        mariadb.sql(DDL.format(table), db=fresh_db)
+        mariadb.sql(writer_table_ddl(table), db=fresh_db)
     rng = random.Random(2026)
     redis_parts = urlsplit(redis_url)
     with EsStandIn() as standin:
@@ -79,7 +78,7 @@ def test_kills_and_cut_links_during_random_writes_lose_nothing(
                 writer.finish()
                 for table in TABLES:
                     wait_for(
-                        lambda t=table: standin.docs(t) == _rows(mariadb, fresh_db, t),  # type: ignore[misc]
+                        lambda t=table: standin.docs(t) == writer_rows(mariadb, fresh_db, t),  # type: ignore[misc]
                         timeout=180,
                         what=f"{table} in the index to equal MySQL",
                     )
@@ -98,7 +97,7 @@ def test_kills_and_cut_links_during_random_writes_lose_nothing(
         finally:
             for proxy in proxies.values():
                 proxy.close()
-    rows = sum(len(_rows(mariadb, fresh_db, t)) for t in TABLES)
+    rows = sum(len(writer_rows(mariadb, fresh_db, t)) for t in TABLES)
     print(
         f"\nchaos: {writer.statements} statements in {writer.transactions} transactions, "
         f"{kills} kill -9, cuts {cuts}, {rows} rows = documents, "

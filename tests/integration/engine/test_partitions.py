@@ -13,7 +13,15 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from harness import CdcProcess, RandomWriter, run_until_caught_up, wait_for, write_config
+from harness import (
+    CdcProcess,
+    RandomWriter,
+    run_until_caught_up,
+    wait_for,
+    write_config,
+    writer_rows,
+    writer_table_ddl,
+)
 from rig import MariaDB, Redis
 
 from cdc.testing import EsStandIn, FaultProxy
@@ -23,10 +31,6 @@ GAP_SECONDS = 5.0
 """Between the two cuts: a window the connector must use, not sleep through."""
 BACK_WITHIN = 5.0
 """Heal to the first acknowledgement, at most."""
-ITEMS_DDL = (
-    "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT NOT NULL,"
-    " price DECIMAL(10,2) NOT NULL)"
-)
 LOG_NAME = {"mysql": "MySQL binlog stream", "es": "Elasticsearch", "redis": "checkpoint store"}
 
 
@@ -34,11 +38,6 @@ LOG_NAME = {"mysql": "MySQL binlog stream", "es": "Elasticsearch", "redis": "che
 def standin() -> Iterator[EsStandIn]:
     with EsStandIn() as server:
         yield server.start()
-
-
-def _items(mariadb: MariaDB, db: str) -> dict[str, dict[str, object]]:
-    rows = mariadb.query("SELECT id, name, qty, price FROM items", db=db)
-    return {str(r[0]): {"id": r[0], "name": r[1], "qty": r[2], "price": str(r[3])} for r in rows}
 
 
 @pytest.mark.slow
@@ -54,7 +53,7 @@ def test_two_outages_of_one_link_are_ridden_out_and_cost_little_more_than_their_
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    mariadb.sql(ITEMS_DDL, db=fresh_db)
+    mariadb.sql(writer_table_ddl(), db=fresh_db)
     redis_parts = urlsplit(redis_url)
     proxies = {
         "mysql": FaultProxy("127.0.0.1", mariadb.port),
@@ -105,7 +104,7 @@ def test_two_outages_of_one_link_are_ridden_out_and_cost_little_more_than_their_
             time.sleep(3)
             writer.finish()
             wait_for(
-                lambda: standin.docs("items") == _items(mariadb, fresh_db),
+                lambda: standin.docs("items") == writer_rows(mariadb, fresh_db),
                 timeout=90,
                 what="the index to equal MySQL after the outage",
             )

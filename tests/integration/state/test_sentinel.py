@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 import redis
-from harness import CdcProcess, RandomWriter, run_until_caught_up, wait_for, write_config
+from harness import (
+    CdcProcess,
+    RandomWriter,
+    run_until_caught_up,
+    wait_for,
+    write_config,
+    writer_rows,
+    writer_table_ddl,
+)
 from rig import BinaryMissing, MariaDB, Osmem, Redis, Sentinel, free_port
 from typer.testing import CliRunner
 
@@ -32,10 +40,6 @@ from cdc.state.backends import open_stores
 from cdc.state.redis import open_redis
 from cdc.state.stores import Stores
 
-ITEMS_DDL = (
-    "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, qty INT NOT NULL,"
-    " price DECIMAL(10,2) NOT NULL)"
-)
 CP = Checkpoint(Position("mariadb", "0-1-9", "mysql-bin.000001", 99), 5, "server_id=1", 1700, 1.5)
 
 
@@ -116,11 +120,6 @@ def make_watched(make_redis: Callable[..., Redis]) -> Iterator[Callable[..., Wat
 
 def _through(watched: Watched, url: str | None = None, **kwargs: Any) -> Stores:
     return open_redis(url, "cdc", "orders", 2, sentinels=watched.addresses, master="cdc", **kwargs)
-
-
-def _items(mariadb: MariaDB, db: str) -> dict[str, dict[str, object]]:
-    rows = mariadb.query("SELECT id, name, qty, price FROM items", db=db)
-    return {str(r[0]): {"id": r[0], "name": r[1], "qty": r[2], "price": str(r[3])} for r in rows}
 
 
 def _written_at(server: Redis) -> float:
@@ -261,7 +260,7 @@ def test_check_names_the_master_the_sentinels_gave(
     es_index: str,
     tmp_path: Path,
 ) -> None:
-    mariadb.sql(ITEMS_DDL, db=fresh_db)
+    mariadb.sql(writer_table_ddl(), db=fresh_db)
     watched = make_watched(count=2)
     config = _config(tmp_path / "c.yaml", mariadb, es_url, es_index, fresh_db, watched)
 
@@ -300,7 +299,7 @@ def test_a_running_connector_follows_a_failover(
     es_index: str,
     tmp_path: Path,
 ) -> None:
-    mariadb.sql(ITEMS_DDL, db=fresh_db)
+    mariadb.sql(writer_table_ddl(), db=fresh_db)
     watched = make_watched(count=3)
     config = _config(tmp_path / "c.yaml", mariadb, es_url, es_index, fresh_db, watched)
     run_until_caught_up(config)
@@ -346,7 +345,7 @@ def test_a_running_connector_follows_a_failover(
         during = writer.transactions - before
         wait_for(caught_up, timeout=60, what="the checkpoint on the new master to reach MySQL")
         wait_for(
-            lambda: osmem.all_docs(es_index) == _items(mariadb, fresh_db),
+            lambda: osmem.all_docs(es_index) == writer_rows(mariadb, fresh_db),
             timeout=60,
             what="the index to equal MySQL after the failover",
         )
@@ -364,7 +363,7 @@ def test_a_running_connector_follows_a_failover(
     assert raw is not None and Checkpoint.from_json(raw) == stored
     gtid = str(mariadb.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0])
     assert reached(stored.position, Position("mariadb", gtid))
-    assert osmem.all_docs(es_index) == _items(mariadb, fresh_db)
+    assert osmem.all_docs(es_index) == writer_rows(mariadb, fresh_db)
     assert during > 50
     for other in ("MySQL binlog stream", "Elasticsearch"):
         assert f"{other} unavailable" not in log, log
