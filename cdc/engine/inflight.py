@@ -125,7 +125,8 @@ class InFlight:
             # A worker more only when every one is busy: each thread that builds and parses
             # bodies keeps a malloc arena of its own, so idle ones would cost memory.
             start = self._idle == 0 and len(self._workers) < self._concurrency
-            self._idle -= 0 if start else 1
+            if not start:
+                self._idle -= 1  # an idle worker takes this request
         if start:
             self._start_worker()
         self._out.append(request)
